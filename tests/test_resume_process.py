@@ -9,14 +9,14 @@ import torch
 from kaggle_distill.assets import corpus_documents
 from kaggle_distill.checkpoint import find_latest
 
-STEPS = 8
+STEPS = 12
 
 
 def overrides(run_dir: Path, data: Path) -> list[str]:
     return [f'run_dir={run_dir}', 'teacher.name=qwen3_moe', 'teacher.tokenizer=qwen', 'student.name=llama',
             'student.tokenizer=smollm', 'student.scratch={}', f'data.source={data}', 'data.max_length=48',
             'data.eval_fraction=0.2', 'data.eval_max_blocks=2', f'train.steps={STEPS}', 'train.batch_size=2',
-            'train.grad_accum=2', 'train.log_every=1', 'train.eval_every=4', 'train.checkpoint_every=1',
+            'train.grad_accum=2', 'train.log_every=1', 'train.eval_every=6', 'train.checkpoint_every=1',
             'train.keep_checkpoints=2', 'train.warmup=0.25']
 
 
@@ -25,6 +25,13 @@ def start(run_dir: Path, data: Path) -> subprocess.Popen:
             f'sys.exit(main(["train", *{overrides(run_dir, data)!r}]))')
     env = {**os.environ, 'TQDM_DISABLE': '1', 'OMP_NUM_THREADS': '1'}
     return subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+
+
+def newest_step(run_dir: Path) -> int:
+    "Step of the newest checkpoint folder (valid or not), -1 when there is none."
+    ck = run_dir / 'checkpoints'
+    steps = [int(p.name.split('-')[1]) for p in ck.glob('ckpt-*')] if ck.exists() else []
+    return max(steps, default=-1)
 
 
 def train_losses(run_dir: Path) -> list:
@@ -41,24 +48,25 @@ def data(tmp_path_factory) -> Path:
 
 def test_sigkill_and_resume_is_exact(tmp_path, data):
     ref = tmp_path / 'ref'
-    t0 = time.monotonic()
     p = start(ref, data)
     out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
-    duration = time.monotonic() - t0
 
-    rng, killed, run = random.Random(0), 0, tmp_path / 'killed'
-    for attempt in range(30):
+    # Kill at random moments, each after the run has made progress since the last start (a new checkpoint
+    # appeared): mid-step, mid-evaluation or mid-checkpoint-write. Then let the last start finish.
+    rng, run, kills = random.Random(0), tmp_path / 'killed', 3
+    for _ in range(kills):
+        before = newest_step(run)
         p = start(run, data)
-        try:
-            out = p.communicate(timeout=rng.uniform(0.3, 0.9) * duration)[0].decode()
-            assert p.returncode == 0, out
-            break                                   # it finished on its own
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGKILL); p.communicate(); killed += 1
-    else:
-        pytest.fail('the killed run never finished')
-    assert killed >= 2, f'only {killed} kills landed; the test did not exercise resume'
+        deadline = time.monotonic() + 300
+        while newest_step(run) <= before and p.poll() is None and time.monotonic() < deadline: time.sleep(0.05)
+        assert p.poll() is None, 'the run finished before it could be killed: make it longer'
+        time.sleep(rng.uniform(0.0, 0.4))
+        p.send_signal(signal.SIGKILL); p.communicate()
+    assert 0 < newest_step(run) < STEPS
+    p = start(run, data)
+    out = p.communicate(timeout=300)[0].decode()
+    assert p.returncode == 0, out
 
     a, b = find_latest(ref / 'checkpoints'), find_latest(run / 'checkpoints')
     assert a.step == b.step == STEPS
