@@ -174,6 +174,8 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     report = (run_dir / 'report.md').read_text()
     assert 'student after' in report and 'paused' not in report, report
     assert 'cache_hit 1' in report, report                      # session 3 loaded the blocks packed in session 1
+    dev_site = Path(sysconfig.get_paths()['purelib'])                # the kernel's pip never touched the dev venv
+    assert not list(dev_site.glob('kaggle_distill-*+g*')) and list(dev_site.glob('kaggle_distill-0.1.0.dist-info'))
     print(f'\nsessions: 1 paused at step {paused_at}, 2 killed at step {killed_at}, 3 finished at step {STEPS}; '
           f'wall times {", ".join(f"{t:.0f}s" for t in times)}; total {time.monotonic() - t_start:.0f}s')
     print('--- session 3 notebook output ---\n' + text3[-3000:])
