@@ -12,14 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from . import assets
+from .config import REFERENCE_STUDENT_ID, REFERENCE_TEACHER_ID
 if TYPE_CHECKING: from transformers import LlamaForCausalLM, PreTrainedModel, Qwen3MoeForCausalLM
 
 # %% auto #0
 __all__ = ['REFERENCE_STUDENT', 'REFERENCE_TEACHER', 'TEACHER_TOKENIZER_LEN', 'TINY_STUDENT', 'TINY_TEACHER', 'ARCHITECTURES',
-           'model_config', 'count_parameters', 'shrink', 'padded_vocab_size', 'tiny_student', 'tiny_teacher',
-           'real_vocab_mask', 'real_logits', 'mask_padded_logits', 'DtypePolicy', 'dtype_policy', 'resolve_dtype',
-           'scratch_base', 'scratch_config', 'load_model_spec', 'check_scratch', 'layer_map', 'paired_hidden_states',
-           'enable_gradient_checkpointing']
+           'REFERENCE_CONFIGS', 'model_config', 'count_parameters', 'shrink', 'padded_vocab_size', 'tiny_student',
+           'tiny_teacher', 'real_vocab_mask', 'real_logits', 'mask_padded_logits', 'DtypePolicy', 'dtype_policy',
+           'resolve_dtype', 'scratch_base', 'scratch_config', 'load_model_spec', 'check_scratch', 'layer_map',
+           'paired_hidden_states', 'enable_gradient_checkpointing']
 
 # %% ../nbs/02_models.ipynb #32f8dfc2
 REFERENCE_STUDENT = dict(  # HuggingFaceTB/SmolLM-135M
@@ -130,6 +131,7 @@ def dtype_policy(device='cpu', capability: tuple[int, int] | None = None) -> Dty
 
 # %% ../nbs/02_models.ipynb #23a32c38
 ARCHITECTURES = {'llama': TINY_STUDENT, 'qwen3_moe': TINY_TEACHER}
+REFERENCE_CONFIGS = {REFERENCE_STUDENT_ID: REFERENCE_STUDENT, REFERENCE_TEACHER_ID: REFERENCE_TEACHER}   # the hub ids of the pair
 _DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 def resolve_dtype(dtype: str, role: str, policy: DtypePolicy) -> torch.dtype:
@@ -140,14 +142,15 @@ def resolve_dtype(dtype: str, role: str, policy: DtypePolicy) -> torch.dtype:
 
 def scratch_base(name: str, offline: bool = False) -> dict | None:
     """The configuration dict a random model of `name` starts from: the tiny one of an architecture, else the asset's,
-    folder's or hub model's own. With `offline`, None for a hub model not in the local cache."""
+    folder's or hub model's own. With `offline`, a hub model not in the local cache is the reference pair's
+    `config.json` as written above (`REFERENCE_CONFIGS`), or None for any other."""
     if name in ARCHITECTURES: return dict(ARCHITECTURES[name])
     from transformers import AutoConfig
     kind, where = assets.resolve_source(name)
     if kind == 'asset': where = str(assets.prepare_asset(where))
     try: base = AutoConfig.from_pretrained(where, **({'local_files_only': True} if offline and kind == 'hub' else {})).to_dict()
     except OSError:
-        if offline and kind == 'hub': return None
+        if offline and kind == 'hub': return dict(REFERENCE_CONFIGS[name]) if name in REFERENCE_CONFIGS else None
         raise
     return {k: v for k, v in base.items() if not k.startswith('_') and k not in ('architectures', 'transformers_version')}
 
