@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_checkpoint.ipynb #6af39ff7
 from __future__ import annotations
-import errno, hashlib, json, os, random, re, secrets, shutil, signal, threading, time, warnings
+import contextlib, errno, hashlib, json, os, random, re, secrets, shutil, signal, threading, time, warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,10 +15,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 # %% auto #0
-__all__ = ['TENSORS', 'META', 'MANIFEST', 'FORMAT', 'flatten_state', 'unflatten_state', 'capture_rng', 'restore_rng',
-           'CorruptCheckpoint', 'CheckpointWarning', 'sha256_file', 'fsync_path', 'checkpoint_step', 'save_checkpoint',
-           'verify_checkpoint', 'Checkpoint', 'load_checkpoint', 'list_checkpoints', 'find_latest', 'save_state',
-           'StopSignal', 'session_elapsed']
+__all__ = ['TENSORS', 'META', 'MANIFEST', 'FORMAT', 'SESSION_START_ENV', 'RESERVE_DEFAULT_S', 'flatten_state', 'unflatten_state',
+           'capture_rng', 'restore_rng', 'CorruptCheckpoint', 'CheckpointWarning', 'sha256_file', 'fsync_path',
+           'checkpoint_step', 'save_checkpoint', 'verify_checkpoint', 'Checkpoint', 'load_checkpoint',
+           'list_checkpoints', 'find_latest_valid', 'find_latest', 'save_state', 'StopSignal', 'process_start_time',
+           'session_start', 'SessionReserve']
 
 # %% ../nbs/21_checkpoint.ipynb #2b97e57e
 _TAGS = ('__tensor__', '__tuple__', '__items__', '__ndarray__', '__bytes__')
@@ -361,17 +362,24 @@ def list_checkpoints(folders: str | os.PathLike | Iterable[str | os.PathLike], d
             if key not in seen: seen.add(key); found.append((-checkpoint_step(p), i, str(p), p))
     return [p for *_, p in sorted(found)]
 
+def find_latest_valid(folders: str | os.PathLike | Iterable[str | os.PathLike], depth: int = 4) -> tuple[Path, dict] | None:
+    """The newest checkpoint in `folders` that verifies, and its parsed `meta.json`, without loading its tensors (so a
+    caller can check what run it belongs to before building anything); warns about each corrupt one skipped; None if none."""
+    skipped = []
+    for p in list_checkpoints(folders, depth):
+        try: verify_checkpoint(p); meta = json.loads((p / META).read_bytes())
+        except CorruptCheckpoint as e: skipped.append(str(e)); continue
+        for s in skipped: warnings.warn(f'skipped corrupt checkpoint {s} Using {p} (step {checkpoint_step(p)}) instead.', CheckpointWarning, stacklevel=2)
+        return p, meta
+    for s in skipped: warnings.warn(f'skipped corrupt checkpoint {s} No valid checkpoint is left: starting from scratch.', CheckpointWarning, stacklevel=2)
+    return None
+
 def find_latest(folders: str | os.PathLike | Iterable[str | os.PathLike], depth: int = 4,
                 device: str | torch.device = 'cpu') -> Checkpoint | None:
     "Load the newest checkpoint in `folders` that verifies; warn about each corrupt one skipped; None if none."
-    skipped = []
-    for p in list_checkpoints(folders, depth):
-        try: ck = load_checkpoint(p, device)
-        except CorruptCheckpoint as e: skipped.append(str(e)); continue
-        for s in skipped: warnings.warn(f'skipped corrupt checkpoint {s} Using {p} (step {ck.step}) instead.', CheckpointWarning, stacklevel=2)
-        return ck
-    for s in skipped: warnings.warn(f'skipped corrupt checkpoint {s} No valid checkpoint is left: starting from scratch.', CheckpointWarning, stacklevel=2)
-    return None
+    found = find_latest_valid(folders, depth)
+    return None if found is None else load_checkpoint(found[0], device)
+
 
 # %% ../nbs/21_checkpoint.ipynb #b817ce33
 def save_state(folder: str | os.PathLike, step: int, state: dict, meta: dict | None = None, keep: int | None = 3) -> Path:
@@ -383,18 +391,18 @@ def save_state(folder: str | os.PathLike, step: int, state: dict, meta: dict | N
 
 # %% ../nbs/21_checkpoint.ipynb #6a0d5d2e
 class StopSignal:
-    "Context manager: SIGTERM/SIGINT set a flag instead of raising; `should_stop()` also reports an exhausted time budget."
-    def __init__(self, budget_s: float | None = None, *, elapsed_s: float = 0.0, signals: Iterable[str] = ('SIGTERM', 'SIGINT'),
-                 clock: Callable[[], float] = time.monotonic):
+    """Context manager: SIGTERM/SIGINT set a flag instead of raising; `should_stop()` also reports when the time left
+    in the budget (counted from `start`, epoch seconds; default: now) is no more than `reserve()` seconds."""
+    def __init__(self, budget_s: float | None = None, *, start: float | None = None, reserve: Callable[[], float] | None = None,
+                 signals: Iterable[str] = ('SIGTERM', 'SIGINT'), clock: Callable[[], float] = time.time):
         if budget_s is not None and budget_s < 0: raise ValueError(f'StopSignal: budget_s must be >= 0 (0 or None: no budget), got {budget_s}')
-        self.budget_s = budget_s or None
-        self.elapsed_s, self.clock = float(elapsed_s), clock
+        self.budget_s, self.clock, self.reserve = budget_s or None, clock, reserve or (lambda: 0.0)
+        self.start = clock() if start is None else float(start)
         self.signals = [signal.Signals[s] if isinstance(s, str) else signal.Signals(s) for s in signals]
         self.received: str | None = None
         self.counts: dict[str, int] = {}
         self.installed = False
         self._prev: dict = {}
-        self.t0 = clock()
 
     def _handler(self, signum, frame) -> None:
         "Record the signal; a second SIGINT raises KeyboardInterrupt."
@@ -404,7 +412,6 @@ class StopSignal:
         self.received = self.received or name
 
     def __enter__(self) -> StopSignal:
-        self.t0 = self.clock()
         if threading.current_thread() is not threading.main_thread():
             warnings.warn('StopSignal: not in the main thread, so signals cannot be caught; only the time budget applies')
             return self
@@ -417,23 +424,71 @@ class StopSignal:
         self._prev.clear(); self.installed = False
 
     def elapsed(self) -> float:
-        "Seconds counted against the budget so far (including `elapsed_s`)."
-        return self.elapsed_s + self.clock() - self.t0
+        "Seconds since `start`."
+        return self.clock() - self.start
 
     def remaining(self) -> float:
         "Seconds left in the budget (infinite without one)."
         return float('inf') if self.budget_s is None else self.budget_s - self.elapsed()
 
     def should_stop(self) -> str | None:
-        "Why to stop now: 'SIGTERM', 'SIGINT', 'time budget', or None to go on."
+        "Why to stop now: 'SIGTERM', 'SIGINT', 'time budget' (no more than `reserve()` seconds left), or None to go on."
         if self.received: return self.received
-        return 'time budget' if self.remaining() <= 0 else None
+        return 'time budget' if self.remaining() <= self.reserve() else None
 
 # %% ../nbs/21_checkpoint.ipynb #9cb4b8ff
-def session_elapsed() -> float | None:
-    "Seconds since PID 1 started (on Kaggle: about since the session began); None where /proc is unavailable."
+SESSION_START_ENV = 'KAGGLE_DISTILL_SESSION_START'
+_IMPORTED_AT = time.time()
+
+def process_start_time() -> float:
+    "Epoch seconds when this process started: from /proc (Linux), else psutil, else when this module was imported."
     try:
-        uptime = float(Path('/proc/uptime').read_text().split()[0])
-        start_ticks = int(Path('/proc/1/stat').read_text().rsplit(')', 1)[1].split()[19])   # field 22: starttime
-        return max(0.0, uptime - start_ticks / os.sysconf('SC_CLK_TCK'))
-    except (OSError, ValueError, IndexError): return None
+        ticks = int(Path('/proc/self/stat').read_text().rsplit(')', 1)[1].split()[19])   # field 22: starttime
+        btime = next(int(l.split()[1]) for l in Path('/proc/stat').read_text().splitlines() if l.startswith('btime '))
+        return btime + ticks / os.sysconf('SC_CLK_TCK')
+    except (OSError, ValueError, IndexError, StopIteration): pass
+    try:
+        import psutil
+        return psutil.Process().create_time()
+    except Exception: return _IMPORTED_AT
+
+def session_start() -> tuple[float, str]:
+    "When this session began (epoch seconds) and where that comes from: `$KAGGLE_DISTILL_SESSION_START`, else process start."
+    from kaggle_distill.config import ConfigError
+    raw = os.environ.get(SESSION_START_ENV, '').strip()
+    if not raw: return process_start_time(), 'process start'
+    try: t = float(raw)
+    except ValueError: t = float('nan')
+    if not (t == t and abs(t) != float('inf')) or t > time.time() + 60:
+        raise ConfigError(f"{SESSION_START_ENV}={raw!r} is not a past time in epoch seconds; the kernel's first cell sets it "
+                          f"with os.environ['{SESSION_START_ENV}'] = str(time.time()), or unset it to count from process start")
+    return t, f'${SESSION_START_ENV}' 
+
+# %% ../nbs/21_checkpoint.ipynb #0d3b1813
+RESERVE_DEFAULT_S = {'step': 120.0, 'eval': 900.0, 'checkpoint': 300.0, 'report': 120.0}
+
+class SessionReserve:
+    "Seconds to keep in the budget for what follows a step: the longest measured duration of each kind, times `safety`."
+    def __init__(self, budget_s: float, safety: float = 1.5, cap: float = 0.02):
+        self.budget_s, self.safety, self.cap, self.measured = float(budget_s or 0), safety, cap, {}
+
+    def record(self, kind: str, seconds: float) -> None:
+        "Record one measured duration of `kind` (one of `RESERVE_DEFAULT_S`)."
+        if kind not in RESERVE_DEFAULT_S: raise KeyError(f'SessionReserve: unknown kind {kind!r}; kinds: {list(RESERVE_DEFAULT_S)}')
+        self.measured[kind] = max(self.measured.get(kind, 0.0), float(seconds))
+
+    def estimate(self, kind: str) -> float:
+        "Seconds reserved for `kind`: measured x safety, else the default capped at `cap` of the budget."
+        if kind in self.measured: return self.safety * self.measured[kind]
+        return min(RESERVE_DEFAULT_S[kind], self.cap * self.budget_s)
+
+    def __call__(self) -> float:
+        "Total seconds reserved."
+        return sum(self.estimate(k) for k in RESERVE_DEFAULT_S)
+
+    @contextlib.contextmanager
+    def timing(self, kind: str):
+        "Measure the duration of the `with` block as one `kind`."
+        t0 = time.perf_counter()
+        try: yield
+        finally: self.record(kind, time.perf_counter() - t0)

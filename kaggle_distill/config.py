@@ -9,9 +9,10 @@ from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DTYPES', 'LOSS_NAMES', 'KD_METHODS', 'DIVERGENCES', 'DEMO_STUDENT', 'PRESETS', 'fld', 'Schedule', 'ModelSpec',
-           'DataConfig', 'default_weights', 'LossConfig', 'TrainConfig', 'Config', 'ConfigError', 'from_dict',
-           'parse_override', 'read_config_file', 'load_config', 'to_dict', 'check_vocab', 'describe']
+__all__ = ['DTYPES', 'LOSS_NAMES', 'KD_METHODS', 'DIVERGENCES', 'DEMO_STUDENT', 'REFERENCE_TEACHER_ID', 'REFERENCE_STUDENT_ID',
+           'PRESETS', 'fld', 'Schedule', 'ModelSpec', 'DataConfig', 'default_weights', 'LossConfig', 'TrainConfig',
+           'Config', 'ConfigError', 'from_dict', 'parse_override', 'read_config_file', 'load_config', 'to_dict',
+           'check_vocab', 'describe']
 
 # %% ../nbs/00_config.ipynb #bfe5566f
 def fld(default=None, *, lo=None, hi=None, lo_open=False, choices=None, doc='', factory=None):
@@ -248,38 +249,54 @@ def from_dict(data: dict, cls=Config):
     return cfg
 
 # %% ../nbs/00_config.ipynb #209efd14
-def _deep_merge(base: dict, new: dict) -> dict:
-    "Merge `new` into a copy of `base`, recursing into mappings."
+def _merge(base: dict, new: dict, cls=None) -> dict:
+    """Lay `new` over a copy of `base` (plain data of dataclass `cls`). Dataclass sections, and the schedule of each
+    loss in `loss.weights`, merge key by key; every other value, dicts and lists included (`student.scratch`,
+    `train.resume_from`), is replaced whole: `student.scratch={}` clears it."""
+    hints = typing.get_type_hints(cls) if cls is not None else {}
     out = dict(base)
     for k, v in new.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        old, typ = out.get(k), hints.get(k)
+        if isinstance(v, dict) and isinstance(old, dict):
+            if is_dataclass(typ): v = _merge(old, v, typ)
+            elif cls is LossConfig and k == 'weights':
+                v = {**old, **{n: _merge(old[n], s, Schedule) if isinstance(s, dict) and isinstance(old.get(n), dict) else s
+                               for n, s in v.items()}}
+        out[k] = v
     return out
 
-PRESETS = {  # each preset overrides the defaults above (which are the cpu-demo run)
+REFERENCE_TEACHER_ID = 'huihui-ai/Huihui-MoE-1B-A0.6B'   # Qwen3-MoE, its own Qwen tokenizer
+REFERENCE_STUDENT_ID = 'HuggingFaceTB/SmolLM-135M'       # Llama, its own SmolLM tokenizer
+
+def _kaggle_preset(data: dict, train: dict) -> dict:
+    "The reference pair on Kaggle with every model and data field spelled out; `data` / `train` set the shapes."
+    return {
+        'run_dir': '/kaggle/working/run',
+        'teacher': {'name': REFERENCE_TEACHER_ID, 'tokenizer': REFERENCE_TEACHER_ID, 'dtype': 'float16', 'scratch': {}},
+        'student': {'name': REFERENCE_STUDENT_ID, 'tokenizer': REFERENCE_STUDENT_ID, 'dtype': 'float32', 'scratch': {}},
+        'data': {'source': 'hf:wikitext/wikitext-103-raw-v1', 'text_column': 'text', 'teacher_max_length': 0,
+                 'eval_fraction': 0.05, 'max_docs': 0, 'eval_max_blocks': 256, **data},
+        'loss': {'kd_method': 'projector', 'top_k': 256},
+        'train': {'steps': 20000, 'lr': 5e-5, 'warmup': 0.05, 'log_every': 50, 'eval_every': 1000, 'checkpoint_every': 500,
+                  'patience': 10, 'time_budget_s': 11.5 * 3600, 'resume_from': ['/kaggle/input'], **train},
+    }
+
+PRESETS = {
     'cpu-demo': {
         'run_dir': 'runs/cpu-demo',
-        'teacher': {'name': 'smollm2-135m', 'tokenizer': 'smollm'},
-        'student': {'name': 'llama', 'tokenizer': 'gpt2', 'scratch': DEMO_STUDENT},
-        'data': {'source': 'shakespeare', 'max_length': 96, 'eval_fraction': 0.05, 'eval_max_blocks': 8},
+        'teacher': {'name': 'smollm2-135m', 'tokenizer': 'smollm', 'dtype': 'auto', 'scratch': {}},
+        'student': {'name': 'llama', 'tokenizer': 'gpt2', 'dtype': 'auto', 'scratch': DEMO_STUDENT},
+        'data': {'source': 'shakespeare', 'text_column': 'text', 'max_length': 96, 'teacher_max_length': 0,
+                 'eval_fraction': 0.05, 'max_docs': 0, 'eval_max_blocks': 8},
         'loss': {'kd_method': 'shared_vocab', 'top_k': 0},
         'train': {'steps': 100, 'batch_size': 4, 'lr': 3e-3, 'warmup': 0.1, 'log_every': 5,
                   'eval_every': 50, 'checkpoint_every': 50, 'device': 'cpu'},
     },
-    'p100': {
-        'run_dir': '/kaggle/working/run',
-        'teacher': {'name': 'huihui-ai/Huihui-MoE-1B-A0.6B', 'dtype': 'float16'},
-        'student': {'name': 'HuggingFaceTB/SmolLM-135M', 'dtype': 'float32'},
-        'data': {'source': 'hf:wikitext/wikitext-103-raw-v1', 'max_length': 384, 'eval_max_blocks': 256},
-        'loss': {'kd_method': 'projector', 'top_k': 256},
-        'train': {'steps': 20000, 'batch_size': 4, 'grad_accum': 8, 'lr': 5e-5, 'warmup': 0.05,
-                  'log_every': 50, 'eval_every': 1000, 'checkpoint_every': 500, 'patience': 10,
-                  'time_budget_s': 11.5 * 3600, 'resume_from': ['/kaggle/input'], 'device': 'cuda',
-                  'gradient_checkpointing': True},
-    },
+    'p100': _kaggle_preset({'max_length': 384}, {'batch_size': 4, 'grad_accum': 8, 'device': 'cuda', 'gradient_checkpointing': True}),
+    't4': _kaggle_preset({'max_length': 384}, {'batch_size': 4, 'grad_accum': 8, 'device': 'cuda', 'gradient_checkpointing': True}),
+    't4x2': _kaggle_preset({'max_length': 512}, {'batch_size': 8, 'grad_accum': 4, 'device': 'cuda:0', 'teacher_device': 'cuda:1',
+                                                 'gradient_checkpointing': False}),
 }
-PRESETS['t4x2'] = _deep_merge(PRESETS['p100'], {  # the same pair on two T4s: the teacher on the second GPU
-    'data': {'max_length': 512},
-    'train': {'batch_size': 8, 'grad_accum': 4, 'device': 'cuda:0', 'teacher_device': 'cuda:1', 'gradient_checkpointing': False}})
 
 # %% ../nbs/00_config.ipynb #1c489fdc
 def parse_override(text: str) -> dict:
@@ -311,14 +328,23 @@ def read_config_file(path) -> dict:
     return data
 
 # %% ../nbs/00_config.ipynb #0db6f539
-def load_config(preset: str = 'cpu-demo', files=(), overrides=()) -> Config:
-    "The config of a run: `preset`, then each file (JSON/YAML), then each 'key=value' override, validated."
+def _preset_base() -> dict:
+    "What a preset is laid over: the defaults of `Config`, with both models and the data at their field defaults (empty)."
+    return {**asdict(Config()), 'teacher': asdict(ModelSpec()), 'student': asdict(ModelSpec()), 'data': asdict(DataConfig())}
+
+def load_config(preset: str = 'cpu-demo', files=(), overrides=(), check_models: bool = True) -> Config:
+    """The config of a run: `preset`, then each file (JSON/YAML), then each 'key=value' override, validated; with
+    `check_models`, the `scratch` overrides are checked against each architecture's config class (`kaggle_distill.models.check_scratch`)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}{_suggest(preset, PRESETS)}; presets: {', '.join(PRESETS)}")
-    data = _deep_merge(_deep_merge(asdict(Config()), {'preset': preset}), PRESETS[preset])
-    for f in files: data = _deep_merge(data, read_config_file(f))
-    for o in overrides: data = _deep_merge(data, parse_override(o))
-    return from_dict(data)
+    data = _merge(_preset_base(), {'preset': preset, **PRESETS[preset]}, Config)
+    for f in files: data = _merge(data, read_config_file(f), Config)
+    for o in overrides: data = _merge(data, parse_override(o), Config)
+    cfg = from_dict(data)
+    if check_models:
+        from kaggle_distill.models import check_scratch
+        for role in ('teacher', 'student'): check_scratch(getattr(cfg, role), role)
+    return cfg
 
 def to_dict(cfg) -> dict:
     "Plain, JSON-able data of a config (round-trips through `from_dict`)."

@@ -12,11 +12,12 @@ import torch
 from .alignment import Encoded, Collator, token_ends, token_byte_lengths, align_offsets, pad_id
 
 # %% auto #0
-__all__ = ['SUFFIXES', 'UNIT_CHARS', 'DATA_VERSION', 'DataError', 'read_text_file', 'jsonl_documents', 'parquet_documents',
-           'parse_hf_source', 'dataset_documents', 'hf_documents', 'local_files', 'iter_documents', 'split_long',
-           'text_units', 'unit_hash', 'split_units', 'doc_separator', 'Blocks', 'Packer', 'encode_units', 'pack_units',
-           'derive_teacher_length', 'tokenizer_fingerprint', 'data_cache_dir', 'build_datasets', 'ResumableSampler',
-           'ResumableLoader', 'make_loader']
+__all__ = ['SUFFIXES', 'UNIT_CHARS', 'DATA_VERSION', 'CACHE_FILES', 'DataError', 'read_text_file', 'jsonl_documents',
+           'parquet_documents', 'parse_hf_source', 'dataset_documents', 'hf_documents', 'local_files', 'iter_documents',
+           'split_long', 'text_units', 'doc_hash', 'split_units', 'doc_separator', 'Blocks', 'Packer', 'encode_units',
+           'pack_units', 'derive_teacher_length', 'tokenizer_fingerprint', 'data_cache_dir', 'source_fingerprint',
+           'data_cache_key', 'find_cached', 'copy_cached', 'build_datasets', 'ResumableSampler', 'ResumableLoader',
+           'make_loader']
 
 # %% ../nbs/04_data.ipynb #b9614d2d
 class DataError(ValueError):
@@ -108,15 +109,17 @@ def _asset_corpora() -> list[str]:
     from kaggle_distill.assets import ASSETS
     return [k for k, a in ASSETS.items() if a.kind == 'corpus']
 
+def _no_source(source: str) -> DataError:
+    return DataError(f"data source {source!r} is neither an asset corpus {_asset_corpora()}, an existing file or "
+                     f"folder, nor a hub dataset 'hf:name/config'")
+
 def iter_documents(source: str, text_column: str = 'text', streaming: bool = False) -> Iterator[str]:
     "Documents of `source`: an asset corpus key, a local file or folder, or 'hf:name/config[@split]'."
     if source.startswith('hf:'): yield from hf_documents(source, text_column, streaming); return
     if source in _asset_corpora():
         from kaggle_distill.assets import corpus_documents
         yield from corpus_documents(source); return
-    if not Path(source).expanduser().exists():
-        raise DataError(f"data source {source!r} is neither an asset corpus {_asset_corpora()}, an existing file or "
-                        f"folder, nor a hub dataset 'hf:name/config'")
+    if not Path(source).expanduser().exists(): raise _no_source(source)
     for f in local_files(source):
         s = f.suffix.lower()
         if s in ('.txt', '.md'): yield read_text_file(f)
@@ -148,22 +151,26 @@ def text_units(docs: Iterable[str], max_docs: int = 0, max_chars: int = UNIT_CHA
     return units, dict(docs=n_docs, empty_docs=n_empty, units=len(units))
 
 # %% ../nbs/04_data.ipynb #701daf6a
-def unit_hash(text: str, seed: int = 0) -> float:
-    "A uniform number in [0, 1) determined by `seed` and `text` only."
-    h = hashlib.blake2b(text.encode('utf-8'), digest_size=8, key=str(seed).encode())
+def doc_hash(text: str) -> float:
+    "A uniform number in [0, 1) determined by `text` alone (no seed, no tokenizer): the held-out split's coin."
+    h = hashlib.blake2b(text.encode('utf-8'), digest_size=8, key=b'kaggle_distill.split')
     return int.from_bytes(h.digest(), 'big') / 2**64
 
-def split_units(units: list, eval_fraction: float, seed: int = 0) -> tuple[list, list]:
-    "Deterministic held-out split by text: a unit is held out when its seeded hash is below `eval_fraction`."
+def split_units(units: list, eval_fraction: float) -> tuple[list, list]:
+    "Held-out split by document: all units of a document (same doc index) are held out when its `doc_hash` < `eval_fraction`."
     if eval_fraction <= 0: return list(units), []
-    if len(units) < 2:
-        raise DataError(f"a held-out split needs at least 2 text units, the source has {len(units)}: "
+    docs: dict[int, list[str]] = {}
+    for doc, t in units: docs.setdefault(doc, []).append(t)
+    if len(docs) < 2:
+        raise DataError(f"a held-out split needs at least 2 documents, the source has {len(docs)}: "
                         f"add documents or set data.eval_fraction to 0")
-    h = np.array([unit_hash(t, seed) for _, t in units])
+    ids = list(docs)
+    h = np.array([doc_hash(''.join(docs[i])) for i in ids])      # units of a document join back to its text
     held = h < eval_fraction
-    if not held.any(): held[np.argmin(h)] = True            # a tiny corpus still gets one eval unit
-    if held.all(): held[np.argmax(h)] = False                # ... and keeps one training unit
-    return [u for u, e in zip(units, held) if not e], [u for u, e in zip(units, held) if e]
+    if not held.any(): held[np.argmin(h)] = True            # a tiny corpus still gets one eval document
+    if held.all(): held[np.argmax(h)] = False                # ... and keeps one training document
+    out = {i for i, e in zip(ids, held) if e}
+    return [u for u in units if u[0] not in out], [u for u in units if u[0] in out]
 
 # %% ../nbs/04_data.ipynb #560574ca
 def doc_separator(tok) -> int | None:
@@ -305,61 +312,95 @@ def derive_teacher_length(max_s: int, ratio: float) -> int:
     return int(math.ceil(max_s * max(ratio, 1.0) * 1.25 / 8) * 8)
 
 # %% ../nbs/04_data.ipynb #f242fff7
-DATA_VERSION = 1  # bump when packing changes: cached blocks are rebuilt
+DATA_VERSION = 2  # bump when packing or the split changes: cached blocks are rebuilt
+CACHE_FILES = ('train.npz', 'eval.npz', 'stats.json')   # stats.json last: its presence marks a complete entry
 
 def tokenizer_fingerprint(tok) -> str:
     "A short hash of `tok`'s full definition (vocabulary, merges, pre-tokenizer, added tokens)."
     return hashlib.blake2b(tok.backend_tokenizer.to_str().encode(), digest_size=8).hexdigest()
 
 def data_cache_dir() -> Path:
-    "Folder of cached blocks: `kaggle_distill.assets.cache_dir() / 'data'`."
+    "Default folder of cached blocks: `kaggle_distill.assets.cache_dir() / 'data'`."
     from kaggle_distill.assets import cache_dir
     return cache_dir() / 'data'
 
-def _fingerprint(train_units, eval_units) -> str:
+def source_fingerprint(source: str) -> str:
+    "Identity of a data source: a hub source's name; a hash of a local file's or folder's bytes, or of an asset corpus's text."
+    if source.startswith('hf:'): return source
     h = hashlib.blake2b(digest_size=8)
-    for tag, us in (('train', train_units), ('eval', eval_units)):
-        h.update(tag.encode())
-        for doc, t in us: h.update(f'{doc}\0{len(t)}\0'.encode()); h.update(t.encode())
+    if source in _asset_corpora():
+        from kaggle_distill.assets import corpus_documents
+        for d in corpus_documents(source): h.update(d.encode()); h.update(b'\0')
+        return h.hexdigest()
+    root = Path(source).expanduser()
+    if not root.exists(): raise _no_source(source)
+    for f in local_files(root):
+        h.update(str(f.relative_to(root) if root.is_dir() else f.name).encode()); h.update(b'\0'); h.update(f.read_bytes())
     return h.hexdigest()
 
+def data_cache_key(cfg_data, s_tok, t_tok) -> str:
+    "Name of the cache entry of `cfg_data`'s blocks with these tokenizers (computed without tokenizing anything)."
+    shape = {k: getattr(cfg_data, k) for k in ('source', 'text_column', 'max_length', 'teacher_max_length', 'eval_fraction', 'max_docs')}
+    return hashlib.blake2b(json.dumps([DATA_VERSION, shape, tokenizer_fingerprint(s_tok), tokenizer_fingerprint(t_tok),
+                                       source_fingerprint(cfg_data.source)], sort_keys=True).encode(), digest_size=10).hexdigest()
+
+def find_cached(key: str, folders, depth: int = 4) -> Path | None:
+    "The first folder holding complete cache entry `key`: each of `folders` itself, then up to `depth` levels below it."
+    for f in map(Path, folders):
+        for level in range(depth + 1):
+            for stats in sorted(f.glob('*/' * level + f'{key}.stats.json')):
+                if all((stats.parent / f'{key}.{s}').is_file() for s in CACHE_FILES): return stats.parent
+    return None
+
+def copy_cached(key: str, src: Path, dst: Path) -> None:
+    "Copy cache entry `key` from folder `src` into `dst`, each file atomically, `stats.json` last."
+    import shutil
+    dst.mkdir(parents=True, exist_ok=True)
+    for s in CACHE_FILES:
+        tmpf = dst / f'.{key}.{s}.{os.getpid()}.tmp'
+        shutil.copyfile(src / f'{key}.{s}', tmpf); os.replace(tmpf, dst / f'{key}.{s}')
+
 # %% ../nbs/04_data.ipynb #e396fbc3
-def build_datasets(cfg_data, s_tok, t_tok, seed: int = 0, cache: bool = True, cache_dir=None) -> tuple[Blocks, Blocks, dict]:
-    "Train and held-out `Blocks` from `cfg_data` (a `DataConfig`) and counts; cached in `cache_dir` (default `data_cache_dir()`)."
+def _pack_source(cfg_data, s_tok, t_tok) -> tuple[Blocks, Blocks, dict]:
+    "Read, split and pack `cfg_data`'s source (the slow path); the stats hold the text counts and each split's packing counts."
     docs = iter_documents(cfg_data.source, cfg_data.text_column, streaming=cfg_data.source.startswith('hf:') and cfg_data.max_docs > 0)
     units, stats = text_units(docs, cfg_data.max_docs)
     if not units:
         raise DataError(f"data source {cfg_data.source!r} has no non-blank documents "
                         f"({stats['empty_docs']} blank ones read): check the source and data.text_column")
-    train_u, eval_u = split_units(units, cfg_data.eval_fraction, seed)
+    train_u, eval_u = split_units(units, cfg_data.eval_fraction)
     ms, mt = cfg_data.max_length, cfg_data.teacher_max_length
     if not mt:
         probe = list(encode_units(train_u[:64], s_tok, t_tok))
         mt = derive_teacher_length(ms, sum(len(u[2]) for u in probe) / max(sum(len(u[1]) for u in probe), 1))
-    key = hashlib.blake2b(json.dumps([DATA_VERSION, tokenizer_fingerprint(s_tok), tokenizer_fingerprint(t_tok),
-                                      _fingerprint(train_u, eval_u), ms, mt]).encode(), digest_size=10).hexdigest()
-    paths = {s: Path(cache_dir or data_cache_dir()) / f'{key}.{s}.{"json" if s == "stats" else "npz"}' for s in ('train', 'eval', 'stats')}
-    hit = cache and all(p.exists() for p in paths.values())
-    if hit:
-        train, evalb = Blocks.load(paths['train']), Blocks.load(paths['eval'])
-        packed = json.loads(paths['stats'].read_text())
+    train, st_tr = pack_units(train_u, s_tok, t_tok, ms, mt)
+    evalb, st_ev = pack_units(eval_u, s_tok, t_tok, ms, mt)
+    stats.update(train_units=len(train_u), eval_units=len(eval_u), eval_docs=len({d for d, _ in eval_u}), max_length=ms,
+                 teacher_max_length=mt, train_blocks=len(train), eval_blocks_total=len(evalb), train=st_tr, eval=st_ev)
+    return train, evalb, stats
+
+def build_datasets(cfg_data, s_tok, t_tok, cache_dir=None, search=(), cache: bool = True) -> tuple[Blocks, Blocks, dict]:
+    """Train and held-out `Blocks` from `cfg_data` (a `DataConfig`) and counts. Cached in `cache_dir` (default
+    `data_cache_dir()`); an entry found there or in a `search` folder is loaded instead of packing (and copied to `cache_dir`)."""
+    key, out = data_cache_key(cfg_data, s_tok, t_tok), Path(cache_dir or data_cache_dir())
+    found = (find_cached(key, [out], depth=0) or find_cached(key, search)) if cache else None
+    if found is not None:
+        train, evalb = Blocks.load(found / f'{key}.train.npz'), Blocks.load(found / f'{key}.eval.npz')
+        stats = json.loads((found / f'{key}.stats.json').read_text())
+        if found != out: copy_cached(key, found, out)
     else:
-        train, st_tr = pack_units(train_u, s_tok, t_tok, ms, mt)
-        evalb, st_ev = pack_units(eval_u, s_tok, t_tok, ms, mt)
-        packed = dict(train=st_tr, eval=st_ev)
+        train, evalb, stats = _pack_source(cfg_data, s_tok, t_tok)
         if cache:
-            train.save(paths['train']); evalb.save(paths['eval'])
-            tmpf = paths['stats'].with_suffix(f'.{os.getpid()}.tmp'); tmpf.write_text(json.dumps(packed))
-            os.replace(tmpf, paths['stats'])                     # written last: its presence marks a complete entry
+            train.save(out / f'{key}.train.npz'); evalb.save(out / f'{key}.eval.npz')
+            tmpf = out / f'.{key}.stats.json.{os.getpid()}.tmp'; tmpf.write_text(json.dumps(stats))
+            os.replace(tmpf, out / f'{key}.stats.json')                  # written last: its presence marks a complete entry
     if not len(train): raise DataError(f"data source {cfg_data.source!r}: no training block could be packed "
-                                       f"(skipped {packed['train']['skipped_spans']} over-long spans); raise data.max_length")
+                                       f"(skipped {stats['train']['skipped_spans']} over-long spans); raise data.max_length")
     n_eval = len(evalb)
     if n_eval > cfg_data.eval_max_blocks:   # evenly spread over the held-out text
         evalb = evalb.subset(np.unique(np.linspace(0, n_eval - 1, cfg_data.eval_max_blocks).round().astype(int)))
-    stats.update(train_units=len(train_u), eval_units=len(eval_u), max_length=ms, teacher_max_length=mt,
-                 train_blocks=len(train), eval_blocks=len(evalb), eval_blocks_total=n_eval, cache_key=key,
-                 cache_hit=bool(hit), train=packed['train'], eval=packed['eval'])
-    return train, evalb, stats
+    return train, evalb, {**stats, 'eval_blocks': len(evalb), 'cache_key': key, 'cache_hit': found is not None,
+                          'cache_from': None if found is None else str(found)}
 
 # %% ../nbs/04_data.ipynb #84b4400c
 class ResumableSampler(torch.utils.data.Sampler):

@@ -12,13 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from . import assets
+from .config import REFERENCE_STUDENT_ID, REFERENCE_TEACHER_ID
 if TYPE_CHECKING: from transformers import LlamaForCausalLM, PreTrainedModel, Qwen3MoeForCausalLM
 
 # %% auto #0
 __all__ = ['REFERENCE_STUDENT', 'REFERENCE_TEACHER', 'TEACHER_TOKENIZER_LEN', 'TINY_STUDENT', 'TINY_TEACHER', 'ARCHITECTURES',
-           'model_config', 'count_parameters', 'shrink', 'padded_vocab_size', 'tiny_student', 'tiny_teacher',
-           'real_vocab_mask', 'real_logits', 'mask_padded_logits', 'DtypePolicy', 'dtype_policy', 'resolve_dtype',
-           'scratch_config', 'load_model_spec', 'layer_map', 'paired_hidden_states', 'enable_gradient_checkpointing']
+           'REFERENCE_CONFIGS', 'model_config', 'count_parameters', 'shrink', 'padded_vocab_size', 'tiny_student',
+           'tiny_teacher', 'real_vocab_mask', 'real_logits', 'mask_padded_logits', 'DtypePolicy', 'dtype_policy',
+           'resolve_dtype', 'scratch_base', 'scratch_config', 'load_model_spec', 'check_scratch', 'layer_map',
+           'paired_hidden_states', 'enable_gradient_checkpointing']
 
 # %% ../nbs/02_models.ipynb #32f8dfc2
 REFERENCE_STUDENT = dict(  # HuggingFaceTB/SmolLM-135M
@@ -129,6 +131,7 @@ def dtype_policy(device='cpu', capability: tuple[int, int] | None = None) -> Dty
 
 # %% ../nbs/02_models.ipynb #23a32c38
 ARCHITECTURES = {'llama': TINY_STUDENT, 'qwen3_moe': TINY_TEACHER}
+REFERENCE_CONFIGS = {REFERENCE_STUDENT_ID: REFERENCE_STUDENT, REFERENCE_TEACHER_ID: REFERENCE_TEACHER}   # the hub ids of the pair
 _DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 def resolve_dtype(dtype: str, role: str, policy: DtypePolicy) -> torch.dtype:
@@ -137,15 +140,23 @@ def resolve_dtype(dtype: str, role: str, policy: DtypePolicy) -> torch.dtype:
     if dtype not in _DTYPES: raise ValueError(f"dtype {dtype!r} is not one of 'auto', {', '.join(map(repr, _DTYPES))}")
     return _DTYPES[dtype]
 
-def scratch_config(name: str, tokenizer_len: int, role: str, overrides: dict) -> dict:
-    "Configuration dict of a random model: architecture `name` (or a model's own config), `overrides`, vocab size."
-    if name in ARCHITECTURES: base = dict(ARCHITECTURES[name])
-    else:
-        from transformers import AutoConfig
-        kind, where = assets.resolve_source(name)
-        if kind == 'asset': where = str(assets.prepare_asset(where))
-        base = AutoConfig.from_pretrained(where).to_dict()
-        base = {k: v for k, v in base.items() if not k.startswith('_') and k not in ('architectures', 'transformers_version')}
+def scratch_base(name: str, offline: bool = False) -> dict | None:
+    """The configuration dict a random model of `name` starts from: the tiny one of an architecture, else the asset's,
+    folder's or hub model's own. With `offline`, a hub model not in the local cache is the reference pair's
+    `config.json` as written above (`REFERENCE_CONFIGS`), or None for any other."""
+    if name in ARCHITECTURES: return dict(ARCHITECTURES[name])
+    from transformers import AutoConfig
+    kind, where = assets.resolve_source(name)
+    if kind == 'asset': where = str(assets.prepare_asset(where))
+    try: base = AutoConfig.from_pretrained(where, **({'local_files_only': True} if offline and kind == 'hub' else {})).to_dict()
+    except OSError:
+        if offline and kind == 'hub': return dict(REFERENCE_CONFIGS[name]) if name in REFERENCE_CONFIGS else None
+        raise
+    return {k: v for k, v in base.items() if not k.startswith('_') and k not in ('architectures', 'transformers_version')}
+
+def scratch_config(name: str, tokenizer_len: int, role: str, overrides: dict, base: dict | None = None) -> dict:
+    "Configuration dict of a random model: `base` (default `scratch_base(name)`), `overrides`, vocab size."
+    base = scratch_base(name) if base is None else base
     cfg = {**base, **overrides}
     if ('hidden_size' in overrides or 'num_attention_heads' in overrides) and 'head_dim' not in overrides and base.get('head_dim'):
         ratio = base['num_attention_heads'] * base['head_dim'] / base['hidden_size']
@@ -170,6 +181,46 @@ def load_model_spec(spec, role: str, device='cpu', tokenizer=None, seed: int = 0
     model = model.to(device=device, dtype=dtype)
     if role == 'teacher': model.eval().requires_grad_(False)
     return model
+
+# %% ../nbs/02_models.ipynb #356e4400
+def _dimension_key(key: str, base: dict) -> bool:
+    "True for keys that are sizes or counts (a positive int in the base config): `*_size`, `*_dim`, `num_*`."
+    v = base.get(key)
+    return (isinstance(v, int) and not isinstance(v, bool) and v > 0
+            and (key.endswith(('_size', '_dim')) or key.startswith('num_') or key == 'max_position_embeddings'))
+
+def _unknown_keys(cls, overrides: dict) -> list[str]:
+    "Keys of `overrides` that config class `cls` neither declares, maps nor consumes (it would keep them as extras)."
+    known = set(cls().to_dict()) | set(getattr(cls, 'attribute_map', {}) or {})
+    bad = []
+    for k, v in overrides.items():
+        if k in known: continue
+        try: stored = k in cls(**{k: v}).to_dict()
+        except Exception: stored = False          # the class looked at the value: the key is known
+        if stored: bad.append(k)
+    return bad
+
+def check_scratch(spec, role: str) -> None:
+    "Raise `ConfigError` when `spec.scratch` has a key `role`'s config class does not know, or values it cannot build."
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+    from kaggle_distill.config import ConfigError, _suggest
+    if not spec.scratch: return
+    where = f'{role}.scratch'
+    try: base = scratch_base(spec.name, offline=True)
+    except (OSError, ValueError) as e: raise ConfigError(f"{role}.name {spec.name!r}: its configuration cannot be read ({e})") from None
+    if base is None: return                      # a hub model not cached here: checked when it is built
+    cls = CONFIG_MAPPING[base['model_type']]
+    known = set(cls().to_dict()) | set(getattr(cls, 'attribute_map', {}) or {})
+    errors = [f"{where}.{k}: unknown key for {cls.__name__} ({spec.name}){_suggest(k, known)}" for k in _unknown_keys(cls, spec.scratch)]
+    errors += [f"{where}.{k}: {v!r} must be a positive integer (a size or count)" for k, v in spec.scratch.items()
+               if _dimension_key(k, base) and (isinstance(v, bool) or not isinstance(v, int) or v < 1)]
+    if not errors:
+        try:
+            with torch.device('meta'): AutoModelForCausalLM.from_config(model_config(scratch_config(spec.name, 1, role, dict(spec.scratch), base)))
+        except Exception as e:
+            msg = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
+            errors.append(f"{where}: {cls.__name__} cannot be built with {spec.scratch}: {msg}")
+    if errors: raise ConfigError('invalid configuration:\n  - ' + '\n  - '.join(errors))
 
 # %% ../nbs/02_models.ipynb #56c7226c
 def layer_map(n_student: int, n_teacher: int) -> list[tuple[int, int]]:

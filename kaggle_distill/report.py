@@ -14,8 +14,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 # %% auto #0
 __all__ = ['STEP_LABEL', 'TABLE_ROWS', 'TABLE_COLS', 'PLOTS', 'read_metrics', 'series', 'components', 'plot_losses',
-           'plot_curriculum', 'plot_lr', 'plot_grad_norm', 'plot_throughput', 'plot_eval', 'fmt', 'summary_table',
-           'gap_closed', 'run_facts', 'write_report']
+           'plot_curriculum', 'plot_lr', 'plot_grad_norm', 'plot_throughput', 'plot_eval', 'fmt', 'table_columns',
+           'summary_table', 'gap_closed', 'run_facts', 'status_line', 'write_report']
 
 # %% ../nbs/31_report.ipynb #8c9d3322
 def read_metrics(path: Path | str) -> tuple[list[dict], list[dict], list[str]]:
@@ -182,11 +182,19 @@ TABLE_ROWS = (('bpb', 'bits per byte ↓'), ('ppl', 'perplexity, per own token �
               ('top1', 'top-1 agreement ↑'), ('top5', 'top-5 overlap ↑'), ('kd', 'KD loss (as trained) ↓'))
 TABLE_COLS = (('teacher', 'teacher'), ('student_before', 'student before'), ('student_after', 'student after'))
 
+def table_columns(summary: dict) -> tuple:
+    "The table's columns: `TABLE_COLS`, except that a run without a final evaluation (paused) shows its latest one."
+    latest = summary.get('student_latest')
+    if summary.get('student_after') is None and isinstance(latest, dict):
+        return TABLE_COLS[:2] + (('student_latest', f"student at step {latest.get('step', '?')}"),)
+    return TABLE_COLS
+
 def summary_table(summary: dict) -> str:
-    "Markdown table: one row per metric, columns teacher / student before / student after."
-    lines = ['| metric | ' + ' | '.join(h for _, h in TABLE_COLS) + ' |', '|---|' + '---:|' * len(TABLE_COLS)]
+    "Markdown table: one row per metric, columns teacher / student before / student after (or latest, when paused)."
+    cols = table_columns(summary)
+    lines = ['| metric | ' + ' | '.join(h for _, h in cols) + ' |', '|---|' + '---:|' * len(cols)]
     for key, label in TABLE_ROWS:
-        lines.append(f'| {label} | ' + ' | '.join(fmt((summary.get(c) or {}).get(key)) for c, _ in TABLE_COLS) + ' |')
+        lines.append(f'| {label} | ' + ' | '.join(fmt((summary.get(c) or {}).get(key)) for c, _ in cols) + ' |')
     return '\n'.join(lines)
 
 # %% ../nbs/31_report.ipynb #01fd30a9
@@ -217,6 +225,15 @@ def run_facts(train: list[dict], summary: dict) -> list[str]:
 PLOTS = {'loss_components': plot_losses, 'curriculum': plot_curriculum, 'learning_rate': plot_lr,
          'grad_norm': plot_grad_norm, 'throughput': plot_throughput}
 
+def status_line(summary: dict) -> str:
+    "One line saying how the run ended: finished, paused (at which step, and how to resume) or failed (why)."
+    status, n, total = summary.get('status', 'finished'), summary.get('steps', '?'), summary.get('total_steps', '?')
+    if status == 'paused':
+        return (f"**Status: paused** at step {n} of {total} ({summary.get('paused')}); "
+                f"{summary.get('resume') or 'resume by running the same command again'}.")
+    if status == 'failed': return f"**Status: failed** at step {n} of {total}: {summary.get('stopped')}."
+    return f"**Status: finished** at step {n} of {total}" + (f" ({summary['stopped']})." if summary.get('stopped') else '.')
+
 def write_report(run_dir: Path | str) -> Path:
     "Write `run_dir/plots/*.png` and `run_dir/report.md` from metrics.jsonl and summary.json; return report.md's path."
     run_dir = Path(run_dir)
@@ -232,7 +249,7 @@ def write_report(run_dir: Path | str) -> Path:
     md = [f'# Distillation report: {run_dir.name}', '']
     if summary is None: md += ['`summary.json` is missing: the run has not finished; only the curves are shown.', '']
     else:
-        md += ['## Held-out evaluation', '', summary_table(summary), '']
+        md += [status_line(summary), '', '## Held-out evaluation', '', summary_table(summary), '']
         gc = gap_closed(summary)
         if gc is not None and gc > 1:
             md += [f"The student ends **below the teacher** in bits per byte ({summary['student_after']['bpb']:.4f} vs "

@@ -18,10 +18,11 @@ from .config import Config, ConfigError, check_vocab, load_config, to_dict
 from .curriculum import Curriculum
 
 # %% auto #0
-__all__ = ['SESSION_KEYS', 'param_groups', 'make_optimizer', 'TrainState', 'early_stop_update', 'lm_loss', 'EMA', 'Run',
-           'resolve_device', 'build_run', 'teacher_at_pairs', 'compute_loss', 'StepResult', 'optimizer_step', 'sig3',
-           'MetricsLog', 'run_state', 'restore_run_state', 'save_run', 'adopt_history', 'check_run_dir', 'evaluate_run',
-           'train', 'train_record', 'finish']
+__all__ = ['SESSION_KEYS', 'STATUSES', 'param_groups', 'make_optimizer', 'TrainState', 'early_stop_update', 'lm_loss', 'EMA',
+           'Run', 'resolve_device', 'build_run', 'teacher_at_pairs', 'compute_loss', 'StepResult', 'optimizer_step',
+           'sig3', 'MetricsLog', 'run_state', 'restore_run_state', 'save_run', 'adopt_history', 'config_diff',
+           'check_run_dir', 'check_resume_from', 'resume_folders', 'check_resume_config', 'resume_point',
+           'check_state_shapes', 'evaluate_run', 'train', 'train_record', 'run_status', 'resume_hint', 'finish']
 
 # %% ../nbs/20_trainer.ipynb #521f5dbf
 def param_groups(student: nn.Module, extra: dict[str, nn.Module], tc) -> list[dict]:
@@ -144,7 +145,8 @@ def build_run(cfg: Config) -> Run:
     t_device = device if tc.teacher_device == 'auto' else resolve_device(tc.teacher_device)
     s_tok, t_tok = load_tokenizer(cfg.student.tokenizer or cfg.student.name), load_tokenizer(cfg.teacher.tokenizer or cfg.teacher.name)
     check_vocab(cfg, len(s_tok), len(t_tok))
-    train_blocks, eval_blocks, stats = build_datasets(cfg.data, s_tok, t_tok, seed=tc.seed)
+    train_blocks, eval_blocks, stats = build_datasets(cfg.data, s_tok, t_tok, cache_dir=Path(cfg.run_dir) / 'data_cache',
+                                                     search=tc.resume_from)
     torch.manual_seed(tc.seed)
     teacher = load_model_spec(cfg.teacher, 'teacher', t_device, t_tok, seed=tc.seed)
     student = load_model_spec(cfg.student, 'student', device, s_tok, seed=tc.seed)
@@ -322,7 +324,7 @@ def adopt_history(ckpt_path: Path, run_dir: Path):
         dst.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(src, dst)
 
 # %% ../nbs/20_trainer.ipynb #e90f970c
-SESSION_KEYS = {'run_dir', 'train.time_budget_s', 'train.resume_from', 'train.device', 'train.teacher_device',
+SESSION_KEYS = {'run_dir', 'preset', 'train.time_budget_s', 'train.resume_from', 'train.device', 'train.teacher_device',
                 'train.log_every', 'train.eval_every', 'train.checkpoint_every', 'train.keep_checkpoints'}
 
 def _flat(d: dict, prefix: str = '') -> dict:
@@ -332,17 +334,64 @@ def _flat(d: dict, prefix: str = '') -> dict:
         else: out[f'{prefix}{k}'] = v
     return out
 
+def config_diff(old: dict, new: dict) -> list[str]:
+    "Dotted keys (outside `SESSION_KEYS`) where two plain config dicts differ, as 'key: old -> new'."
+    a, b = _flat(old), _flat(new)
+    return [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in sorted(a.keys() | b.keys()) if k not in SESSION_KEYS and a.get(k) != b.get(k)]
+
+def _shown(diff: list[str]) -> str:
+    return ', '.join(diff[:6]) + (f', ... ({len(diff)} keys in all)' if len(diff) > 6 else '')
+
 def check_run_dir(cfg: Config):
     "Refuse a `run_dir` holding a run of another configuration (before anything loads or is written)."
     p = Path(cfg.run_dir) / 'config.json'
     if not p.exists(): return
-    old, new = _flat(json.loads(p.read_text())), _flat(to_dict(cfg))
-    diff = sorted(k for k in old.keys() | new.keys() if k not in SESSION_KEYS and old.get(k) != new.get(k))
-    if diff:
-        shown = ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diff[:6])
-        raise ConfigError(f"run_dir {cfg.run_dir!r} holds a run with a different configuration ({shown}"
-                          f"{', ...' if len(diff) > 6 else ''}); nothing was changed. Resume it with the same settings, "
-                          f"or start a new run with run_dir=<another folder>")
+    if diff := config_diff(json.loads(p.read_text()), to_dict(cfg)):
+        raise ConfigError(f"run_dir {cfg.run_dir!r} holds a run with a different configuration ({_shown(diff)}); nothing was "
+                          f"changed. Resume it with the same settings, or start a new run with run_dir=<another folder>")
+
+# %% ../nbs/20_trainer.ipynb #540618a2
+def check_resume_from(cfg: Config):
+    "Every `train.resume_from` folder must exist (a typo would quietly restart the run from step 0)."
+    missing = [p for p in cfg.train.resume_from if not Path(p).exists()]
+    if missing:
+        raise ConfigError(f"train.resume_from: {', '.join(map(repr, missing))} does not exist; give folders that exist "
+                          f"(e.g. /kaggle/input, where Kaggle attaches a previous session's output), or drop the setting")
+
+def resume_folders(cfg: Config) -> list[Path]:
+    "Where checkpoints are looked for, in order: `run_dir/checkpoints`, then every `train.resume_from` folder."
+    return [Path(cfg.run_dir) / 'checkpoints', *map(Path, cfg.train.resume_from)]
+
+def check_resume_config(cfg: Config, path: Path, meta: dict):
+    "Refuse checkpoint `path` unless the configuration in its `meta` is `cfg`'s, up to `SESSION_KEYS`."
+    if not isinstance(meta.get('config'), dict):
+        raise ConfigError(f"checkpoint {path} stores no configuration, so it cannot be told apart from another run's; "
+                          f"move it out of {', '.join(map(str, resume_folders(cfg)))} or resume it with the code that wrote it")
+    if diff := config_diff(meta['config'], to_dict(cfg)):
+        raise ConfigError(f"checkpoint {path} belongs to a different run ({_shown(diff)}); nothing was loaded. Resume it with "
+                          f"the same settings, or remove it from run_dir / train.resume_from to start a new run")
+
+def resume_point(cfg: Config) -> tuple[Path, dict] | None:
+    "The newest valid checkpoint of this run and its meta, or None; `ConfigError` for a missing folder or another run's checkpoint."
+    from kaggle_distill.checkpoint import find_latest_valid
+    check_resume_from(cfg)
+    found = find_latest_valid(resume_folders(cfg))
+    if found is not None: check_resume_config(cfg, *found)
+    return found
+
+def check_state_shapes(run: Run, state: dict, path: Path):
+    "Refuse a checkpoint state whose tensors do not fit the modules built (names or shapes), naming the first ones."
+    bad = []
+    for name, mod in (('student', run.student), ('kd', run.kd), ('aux', run.aux)):
+        mine, theirs = mod.state_dict(), state[name]
+        for k in sorted(mine.keys() | theirs.keys()):
+            a, b = theirs.get(k), mine.get(k)
+            if a is None or b is None: bad.append(f"{name}.{k}: {'missing in the checkpoint' if a is None else 'not in this model'}")
+            elif tuple(a.shape) != tuple(b.shape): bad.append(f'{name}.{k}: {list(a.shape)} in the checkpoint, {list(b.shape)} here')
+    if bad:
+        raise ConfigError(f"checkpoint {path} holds tensors of different shapes than the models of this configuration "
+                          f"({'; '.join(bad[:4])}{'; ...' if len(bad) > 4 else ''} - {len(bad)} in all): it is another run's. "
+                          f"Nothing was loaded; resume it with the settings that wrote it, or remove it to start a new run")
 
 # %% ../nbs/20_trainer.ipynb #819dc477
 def evaluate_run(run: Run, step: int) -> dict:
@@ -356,38 +405,53 @@ def _metrics(r: dict) -> dict:
     return {k: r.get(k) for k in ('bpb', 'nll', 'ppl', 'top1', 'top5', 'kd') if r.get(k) is not None}
 
 # %% ../nbs/20_trainer.ipynb #63feda0a
+def _resume(run: Run, opt, sched, scaler, found, looked: list[Path]) -> tuple[TrainState, bool]:
+    "Restore the checkpoint `found` (path, meta) into the run, or start fresh; print one line saying which."
+    from kaggle_distill.checkpoint import load_checkpoint
+    if found is None:
+        print(f"starting fresh: no checkpoint of this run in {', '.join(map(str, looked))}")
+        return TrainState(), False
+    ck = load_checkpoint(found[0])
+    state = ck.state()
+    check_state_shapes(run, state, ck.path)
+    st = restore_run_state(run, opt, sched, scaler, run.train_loader, state)
+    adopt_history(ck.path, Path(run.cfg.run_dir))
+    print(f'resuming from {ck.path} (step {ck.step} of {run.total})')
+    return st, True
+
 def train(cfg: Config, progress: bool = True) -> dict:
-    "Train `cfg`'s student (resuming from the newest valid checkpoint), evaluate it, write metrics, summary and report."
+    """Train `cfg`'s student (resuming this run's newest valid checkpoint), evaluate it, write metrics, summary and report;
+    return the summary, whose `status` is 'finished', 'paused' or 'failed'."""
     from tqdm.auto import tqdm
-    from kaggle_distill.checkpoint import StopSignal, find_latest
+    from kaggle_distill.checkpoint import SessionReserve, StopSignal, session_start
     from kaggle_distill.evaluate import eval_records
+    t_session, _ = session_start()
     check_run_dir(cfg)
+    found = resume_point(cfg)                          # before any model loads: refuses another run's checkpoint
     run, tc, run_dir = build_run(cfg), cfg.train, Path(cfg.run_dir)
     opt, sched = make_optimizer(run.student, run.learnable(), tc)
     scaler = torch.amp.GradScaler(run.device.type, enabled=run.autocast == torch.float16)
-    loader = run.train_loader
-    st, ck = TrainState(), find_latest([run_dir / 'checkpoints', *tc.resume_from])
-    if ck is not None:
-        st = restore_run_state(run, opt, sched, scaler, loader, ck.state())
-        adopt_history(ck.path, run_dir)
+    loader, reserve = run.train_loader, SessionReserve(tc.time_budget_s)
+    st, resumed = _resume(run, opt, sched, scaler, found, resume_folders(cfg))
     stream = loader.forever()                          # continues exactly where the checkpoint's loader stopped
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / 'config.json').write_text(json.dumps(to_dict(cfg), indent=1))
-    log = MetricsLog(run_dir / 'metrics.jsonl', keep_until=st.step if ck is not None else None)
-    if ck is None:
-        ev = evaluate_run(run, 0)
-        st.summary.update(teacher=_metrics(ev['teacher']), student_before=_metrics(ev['student']))
+    log = MetricsLog(run_dir / 'metrics.jsonl', keep_until=st.step if resumed else None)
+    if not resumed:
+        with reserve.timing('eval'): ev = evaluate_run(run, 0)
+        st.summary.update(teacher=_metrics(ev['teacher']), student_before=_metrics(ev['student']), student_latest={**_metrics(ev['student']), 'step': 0})
         log.write(*eval_records(ev, 0))
     bar = tqdm(total=run.total, initial=st.step, desc='distill', disable=not progress, dynamic_ncols=True)
     last_eval, paused = None, None
-    with StopSignal(tc.time_budget_s or None) as stop:                  # the budget is per session
+    with StopSignal(tc.time_budget_s or None, start=t_session, reserve=reserve) as stop:
         while st.step < run.total and st.stopped is None:
             if paused := stop.should_stop():              # time budget or SIGTERM/SIGINT: checkpoint, then stop
-                save_run(run, opt, sched, scaler, loader, st); break
+                with reserve.timing('checkpoint'): save_run(run, opt, sched, scaler, loader, st)
+                break
             t0 = time.perf_counter()
             batches = [next(stream) for _ in range(tc.grad_accum)]
             r = optimizer_step(run, opt, sched, scaler, batches, st.step)
-            st.elapsed_s += time.perf_counter() - t0
+            st.elapsed_s += time.perf_counter() - t0; reserve.record('step', time.perf_counter() - t0)
             if r.skipped:                                   # the last good checkpoint stays as it is
                 st.skipped += 1; st.consecutive_skips += 1
                 if st.consecutive_skips == 1: st.streak_cause = r.skipped
@@ -401,11 +465,12 @@ def train(cfg: Config, progress: bool = True) -> dict:
                 rec = train_record(run, st, r, time.perf_counter() - t0)
                 log.write(rec); bar.set_postfix(loss=f"{rec['loss']['total']:.3f}", lr=f"{rec['lr']:.3g}")
             if st.step % tc.eval_every == 0 or st.step == run.total:
-                last_eval = (st.step, evaluate_run(run, st.step))
+                with reserve.timing('eval'): last_eval = (st.step, evaluate_run(run, st.step))
+                st.summary['student_latest'] = {**_metrics(last_eval[1]['student']), 'step': st.step}
                 log.write(*eval_records(last_eval[1], st.step, models=('student',)))
                 if early_stop_update(st, last_eval[1]['student']['bpb'], st.step, tc): st.stopped = 'early stopping'
             if st.step % tc.checkpoint_every == 0 or st.stopped or st.step == run.total:
-                save_run(run, opt, sched, scaler, loader, st)
+                with reserve.timing('checkpoint'): save_run(run, opt, sched, scaler, loader, st)
     bar.close()
     return finish(run, st, last_eval, paused)
 
@@ -420,22 +485,35 @@ def train_record(run: Run, st: TrainState, r: StepResult, step_s: float) -> dict
             'temperature': sig3(run.curriculum.temperature(step, run.total)),
             'weights': {k: sig3(v) for k, v in run.curriculum.weights(step, run.total).items()}, 'loss': r.loss}
 
+STATUSES = ('finished', 'paused', 'failed')
+
+def run_status(st: TrainState, paused: str | None, tc) -> str:
+    "'paused' (time budget or a signal: resume me), 'failed' (the non-finite streak stop), else 'finished' (early stopping included)."
+    if paused: return 'paused'
+    return 'failed' if st.consecutive_skips >= tc.max_skipped else 'finished'
+
+def resume_hint(run_dir: Path) -> str:
+    "How to continue a paused run, for the console and the report."
+    return (f"resume by running the same command again (it continues from the checkpoint in {run_dir / 'checkpoints'}), "
+            "or on Kaggle by adding this session's output as an input of the next session")
+
 def finish(run: Run, st: TrainState, last_eval, paused: str | None) -> dict:
-    "After the loop: final evaluation, `summary.json`, the report; or, when paused, how to resume."
-    run_dir = Path(run.cfg.run_dir)
-    if paused:
-        print(f"paused at step {st.step}/{run.total} ({paused}); a checkpoint is in {run_dir / 'checkpoints'}. "
-              f"Run the same command again to resume.")
-        return {**st.summary, 'paused': paused, 'steps': st.step}
-    if st.stopped: print(f'stopped at step {st.step}/{run.total}: {st.stopped}')
-    if run.ema: run.ema.copy_to(run.student)         # the averaged weights are the result
-    ev = last_eval[1] if last_eval and last_eval[0] == st.step and not run.ema else evaluate_run(run, st.step)
-    st.summary['student_after'] = _metrics(ev['student'])
-    run.student.save_pretrained(run_dir / 'student'); run.s_tok.save_pretrained(run_dir / 'student')
-    summary = {**st.summary, 'config': to_dict(run.cfg), 'wall_s': round(st.elapsed_s, 1), 'steps': st.step,
-               'tokens': st.tokens, 'skipped': st.skipped, 'stopped': st.stopped, 'data': run.data_stats}
-    (run_dir / 'summary.json').write_text(json.dumps(summary, indent=1))
+    "After the loop: `summary.json` and the report in every case; a final evaluation and the saved student unless paused."
     from kaggle_distill.report import write_report, summary_table
+    run_dir, status = Path(run.cfg.run_dir), run_status(st, paused, run.cfg.train)
+    if status != 'paused':
+        if st.stopped: print(f'stopped at step {st.step}/{run.total}: {st.stopped}')
+        if run.ema: run.ema.copy_to(run.student)         # the averaged weights are the result
+        ev = last_eval[1] if last_eval and last_eval[0] == st.step and not run.ema else evaluate_run(run, st.step)
+        st.summary['student_after'] = _metrics(ev['student'])
+        run.student.save_pretrained(run_dir / 'student'); run.s_tok.save_pretrained(run_dir / 'student')
+    summary = {**st.summary, 'status': status, 'config': to_dict(run.cfg), 'wall_s': round(st.elapsed_s, 1), 'steps': st.step,
+               'total_steps': run.total, 'tokens': st.tokens, 'skipped': st.skipped, 'stopped': st.stopped, 'paused': paused,
+               'data': run.data_stats}
+    if status == 'paused': summary['resume'] = resume_hint(run_dir)
+    (run_dir / 'summary.json').write_text(json.dumps(summary, indent=1))
     report = write_report(run_dir)
-    print(summary_table(summary)); print(f'report: {report}')
+    if status == 'paused': print(f"paused at step {st.step} of {run.total} ({paused}); {summary['resume']}")
+    else: print(summary_table(summary))
+    print(f'report: {report}')
     return summary

@@ -51,6 +51,7 @@ def test_sigkill_and_resume_is_exact(tmp_path, data):
     p = start(ref, data)
     out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
+    assert f"starting fresh: no checkpoint of this run in {ref / 'checkpoints'}" in out, out
 
     # Kill at random moments, each after the run has made progress since the last start (a new checkpoint
     # appeared): mid-step, mid-evaluation or mid-checkpoint-write. Then let the last start finish.
@@ -64,9 +65,13 @@ def test_sigkill_and_resume_is_exact(tmp_path, data):
         time.sleep(rng.uniform(0.0, 0.4))
         p.send_signal(signal.SIGKILL); p.communicate()
     assert 0 < newest_step(run) < STEPS
+    last = newest_step(run)
     p = start(run, data)
     out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
+    resumed = [l for l in out.splitlines() if l.startswith(('resuming from', 'starting fresh'))]
+    assert len(resumed) == 1 and resumed[0].startswith(f'resuming from {run / "checkpoints"}/ckpt-') and f'of {STEPS})' in resumed[0], out
+    assert int(resumed[0].split('ckpt-')[1][:8]) <= last       # the newest valid one (the newest folder may be a killed save)
 
     a, b = find_latest(ref / 'checkpoints'), find_latest(run / 'checkpoints')
     assert a.step == b.step == STEPS
@@ -75,3 +80,4 @@ def test_sigkill_and_resume_is_exact(tmp_path, data):
     assert train_losses(run) == train_losses(ref)
     s_ref, s_run = (json.loads((d / 'summary.json').read_text()) for d in (ref, run))
     assert s_run['student_after'] == s_ref['student_after']
+    assert s_run['status'] == s_ref['status'] == 'finished'
