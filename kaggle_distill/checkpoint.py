@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 __all__ = ['TENSORS', 'META', 'MANIFEST', 'FORMAT', 'SESSION_START_ENV', 'RESERVE_DEFAULT_S', 'flatten_state', 'unflatten_state',
            'capture_rng', 'restore_rng', 'CorruptCheckpoint', 'CheckpointWarning', 'sha256_file', 'fsync_path',
            'checkpoint_step', 'save_checkpoint', 'verify_checkpoint', 'Checkpoint', 'load_checkpoint',
-           'list_checkpoints', 'find_latest_valid', 'find_latest', 'save_state', 'StopSignal', 'process_start_time',
-           'session_start', 'SessionReserve']
+           'list_checkpoints', 'find_latest_valid', 'find_latest', 'copy_checkpoint', 'save_state', 'StopSignal',
+           'process_start_time', 'session_start', 'SessionReserve']
 
 # %% ../nbs/21_checkpoint.ipynb #2b97e57e
 _TAGS = ('__tensor__', '__tuple__', '__items__', '__ndarray__', '__bytes__')
@@ -380,6 +380,26 @@ def find_latest(folders: str | os.PathLike | Iterable[str | os.PathLike], depth:
     found = find_latest_valid(folders, depth)
     return None if found is None else load_checkpoint(found[0], device)
 
+
+# %% ../nbs/21_checkpoint.ipynb #e42ba036
+def copy_checkpoint(src: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    "Copy verified checkpoint folder `src` into `folder` atomically (same name); keep a valid one already there. Returns its path."
+    src, folder = Path(src), Path(folder)
+    verify_checkpoint(src)
+    final = folder / src.name
+    if final.exists():
+        try: verify_checkpoint(final); return final
+        except CorruptCheckpoint: _discard(final)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f'.tmp-{src.name}-{os.getpid()}-{secrets.token_hex(3)}'
+    tmp.mkdir()
+    try:
+        for f in (TENSORS, META, MANIFEST):               # the manifest last, as a save writes it
+            shutil.copyfile(src / f, tmp / f); fsync_path(tmp / f)
+        fsync_path(tmp); os.rename(tmp, final); fsync_path(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    return final
 
 # %% ../nbs/21_checkpoint.ipynb #b817ce33
 def save_state(folder: str | os.PathLike, step: int, state: dict, meta: dict | None = None, keep: int | None = 3) -> Path:

@@ -407,7 +407,7 @@ def _metrics(r: dict) -> dict:
 # %% ../nbs/20_trainer.ipynb #63feda0a
 def _resume(run: Run, opt, sched, scaler, found, looked: list[Path]) -> tuple[TrainState, bool]:
     "Restore the checkpoint `found` (path, meta) into the run, or start fresh; print one line saying which."
-    from kaggle_distill.checkpoint import load_checkpoint
+    from kaggle_distill.checkpoint import copy_checkpoint, load_checkpoint
     if found is None:
         print(f"starting fresh: no checkpoint of this run in {', '.join(map(str, looked))}")
         return TrainState(), False
@@ -416,6 +416,8 @@ def _resume(run: Run, opt, sched, scaler, found, looked: list[Path]) -> tuple[Tr
     check_state_shapes(run, state, ck.path)
     st = restore_run_state(run, opt, sched, scaler, run.train_loader, state)
     adopt_history(ck.path, Path(run.cfg.run_dir))
+    own = Path(run.cfg.run_dir) / 'checkpoints'
+    if ck.path.parent.resolve() != own.resolve(): copy_checkpoint(ck.path, own)   # this output carries it, even if killed before a save
     print(f'resuming from {ck.path} (step {ck.step} of {run.total})')
     return st, True
 
