@@ -155,7 +155,7 @@ class StudentAwareRouter(nn.Module):
             weights.append(w)
         return Routed(torch.stack(losses).mean(), weights)
 
-# %% ../nbs/16_router.ipynb #r14c020
+# %% ../nbs/16_router.ipynb #r14c022
 def _entropy(p: Tensor) -> Tensor:
     return -torch.special.xlogy(p, p).sum(-1)
 
@@ -173,7 +173,7 @@ def route_sharpness(weights: Sequence[Tensor]) -> Tensor:
     vals = [1 - _entropy(w.double()).mean() / math.log(w.shape[-1]) for w in weights if len(w)]
     return torch.stack(vals).mean().float() if vals else torch.tensor(0.0)
 
-# %% ../nbs/16_router.ipynb #r14c023
+# %% ../nbs/16_router.ipynb #r14c025
 def routing_histogram(router: StudentAwareRouter, weights: Sequence[Tensor]) -> dict:
     "JSON-ready record: mean routing weight of each source per mapped layer ('s4->t3': {'L-1': .., 'L': .., 'E0': ..}), balance and sharpness."
     if len(weights) != len(router.pairs): raise ValueError(f"{len(weights)} weight tensors for {len(router.pairs)} mapped layers")
@@ -202,6 +202,6 @@ def plot_routing(hist: dict, ax=None, title: str | None = None):
         left = [l + v for l, v in zip(left, vals)]
     ax.set_yticks(range(len(rows)), [k for k, _ in rows], fontsize=7); ax.invert_yaxis()
     ax.set_xlim(0, 1); ax.set_xlabel('mean routing weight')
-    ax.set_title(title or f"routing: balance loss {hist['balance']:.3f} (1 = collapsed), sharpness {hist['sharpness']:.3f} (0 = unused)", fontsize=8)
-    ax.legend(fontsize=7, ncol=min(len(names), 6), loc='lower center', bbox_to_anchor=(0.5, 1.08), frameon=False)
+    ax.set_title(title or f"balance loss {hist['balance']:.3f} (1 = collapsed), sharpness {hist['sharpness']:.3f} (0 = unused)", fontsize=8)
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
