@@ -72,13 +72,14 @@ class Routed:
 class StudentAwareRouter(nn.Module):
     "Per mapped student layer: a router on the student's hidden state weighs teacher layers around the mapped one (and the MoE teacher's experts); the student is matched to the routed target, scale-free."
     def __init__(self, d_s: int, d_t: int, n_student: int, n_teacher: int, n_experts: int = 0, window: int = 1,
-                 detach_input: bool = True):
+                 detach_input: bool = True, moe_layers: Sequence[int] | None = None):
         super().__init__()
         self.d_s, self.d_t, self.n_student, self.n_teacher = d_s, d_t, n_student, n_teacher
         self.n_experts, self.window, self.detach_input = n_experts, window, detach_input
+        self.moe_layers = set(range(n_teacher) if moe_layers is None else moe_layers) if n_experts else set()
         self.pairs = layer_map(n_student, n_teacher)
-        self.sources = [[('layer', u) for u in teacher_window(t, n_teacher, window)] + [('expert', e) for e in range(n_experts)]
-                        for _, t in self.pairs]
+        self.sources = [[('layer', u) for u in teacher_window(t, n_teacher, window)] +
+                        [('expert', e) for e in range(n_experts if t in self.moe_layers else 0)] for _, t in self.pairs]
         for (s, t), src in zip(self.pairs, self.sources):
             if len(src) < 2: raise ValueError(f"student layer {s} has {len(src)} teacher source: routing needs at least 2; "
                                               "use window >= 1 or a mixture-of-experts teacher with n_experts >= 2")
@@ -89,10 +90,12 @@ class StudentAwareRouter(nn.Module):
 
     @classmethod
     def for_models(cls, student: nn.Module, teacher: nn.Module, window: int = 1, experts: bool = True, **kw) -> StudentAwareRouter:
-        "A router sized for `student` and `teacher` (their configs); the teacher's experts are sources when `experts` and it has MoE blocks."
+        "A router sized for `student` and `teacher` (their configs); with `experts`, the experts of every mapped teacher layer that has an MoE block are sources."
         sc, tc = student.config, teacher.config
-        E = int(getattr(tc, 'num_experts', 0) or 0) if experts and moe_blocks(teacher) else 0
-        return cls(sc.hidden_size, tc.hidden_size, sc.num_hidden_layers, tc.num_hidden_layers, E, window, **kw)
+        E = int(getattr(tc, 'num_experts', 0) or 0) if experts else 0
+        moe = sorted(moe_blocks(teacher)) if E else []
+        return cls(sc.hidden_size, tc.hidden_size, sc.num_hidden_layers, tc.num_hidden_layers, E if moe else 0, window,
+                   moe_layers=moe, **kw)
 
     def source_names(self, j: int) -> list[str]:
         "Names of the sources of mapped layer `j`, relative to its teacher layer: 'L-1', 'L', 'L+1', 'E0', ..."
@@ -102,7 +105,7 @@ class StudentAwareRouter(nn.Module):
     @property
     def expert_layers(self) -> list[int]:
         "Teacher layers whose expert outputs the router needs (for `capture_expert_deltas`); empty without experts."
-        return sorted({t for _, t in self.pairs}) if self.n_experts else []
+        return sorted({t for _, t in self.pairs} & self.moe_layers)
 
     def router_param_names(self) -> list[str]:
         "Names (in `named_parameters`) of the routing parameters, which get their own learning-rate multiplier."
