@@ -205,6 +205,6 @@ def plot_routing(hist: dict, ax=None, title: str | None = None):
         left = [l + v for l, v in zip(left, vals)]
     ax.set_yticks(range(len(rows)), [k for k, _ in rows], fontsize=7); ax.invert_yaxis()
     ax.set_xlim(0, 1); ax.set_xlabel('mean routing weight')
-    ax.set_title(title or f"balance loss {hist['balance']:.3f} (1 = collapsed), sharpness {hist['sharpness']:.3f} (0 = unused)", fontsize=8)
+    ax.set_title(title or f"balance loss {hist['balance']:.3f} (1: collapsed)\nsharpness {hist['sharpness']:.3f} (0: unused)", fontsize=8)
     ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
