@@ -15,7 +15,7 @@ from torch import Tensor
 from .models import layer_map
 
 # %% auto #0
-__all__ = ['teacher_window', 'moe_blocks', 'all_expert_outputs', 'capture_expert_deltas', 'Routed', 'StudentAwareRouter',
+__all__ = ['teacher_window', 'moe_blocks', 'all_expert_outputs', 'capture_expert_sources', 'Routed', 'StudentAwareRouter',
            'route_balance_loss', 'route_sharpness', 'routing_histogram', 'plot_routing']
 
 # %% ../nbs/16_router.ipynb #r14c007
@@ -42,22 +42,33 @@ def all_expert_outputs(experts: nn.Module, x: Tensor) -> Tensor:
     return y.reshape(E, P, d).transpose(0, 1)
 
 @contextmanager
-def capture_expert_deltas(teacher: nn.Module, layers: Sequence[int], pair_b: Tensor, pair_t: Tensor):
-    "Forward hooks on the MoE blocks of teacher `layers`; yields `{layer: [P, E, d_t]}`, filled by the next forward: each expert's output minus the block's output, at the aligned positions."
-    blocks = moe_blocks(teacher)
+def capture_expert_sources(teacher: nn.Module, layers: Sequence[int], pair_b: Tensor, pair_t: Tensor):
+    "Forward hooks on teacher `layers`; yields `{layer: [P, E, d_t]}`, filled by the next forward: at each aligned position, the layer's output had the token gone to expert `e` alone (as `output_hidden_states` gives it: the last layer after the final norm)."
+    blocks, base = moe_blocks(teacher), teacher.base_model
     missing = [l for l in layers if l not in blocks]
     if missing: raise ValueError(f"teacher layers {missing} have no mixture-of-experts block; build the router with experts=False")
-    out, handles = {}, []
-    def hook(layer):
+    last = len(base.layers) - 1
+    if last in layers and not isinstance(getattr(base, 'norm', None), nn.Module):
+        raise ValueError(f"{type(teacher).__name__} has no final `base_model.norm`: cannot put its last layer's expert sources in the hidden-state convention")
+    deltas, out, handles = {}, {}, []
+    def on_block(layer):                                   # every expert's output minus the block's output
         def fn(mod, args, output):
             x, y = args[0], output[0] if isinstance(output, tuple) else output
-            B, L, d = x.shape
             with torch.no_grad():
-                xs, ys = x[pair_b, pair_t], y.reshape(B, L, d)[pair_b, pair_t]
-                out[layer] = all_expert_outputs(mod.experts, xs) - ys[:, None]
+                xs, ys = x[pair_b, pair_t], y.reshape(x.shape)[pair_b, pair_t]
+                deltas[layer] = all_expert_outputs(mod.experts, xs) - ys[:, None]
+        return fn
+    def on_layer(layer):                                   # the layer's residual output + each expert's delta
+        def fn(mod, args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            with torch.no_grad():
+                src = h[pair_b, pair_t][:, None] + deltas.pop(layer)
+                out[layer] = base.norm(src) if layer == last else src
         return fn
     try:
-        for l in layers: handles.append(blocks[l].register_forward_hook(hook(l)))
+        for l in layers:
+            handles.append(blocks[l].register_forward_hook(on_block(l)))
+            handles.append(base.layers[l].register_forward_hook(on_layer(l)))
         yield out
     finally:
         for h in handles: h.remove()
@@ -104,7 +115,7 @@ class StudentAwareRouter(nn.Module):
 
     @property
     def expert_layers(self) -> list[int]:
-        "Teacher layers whose expert outputs the router needs (for `capture_expert_deltas`); empty without experts."
+        "Teacher layers whose expert outputs the router needs (for `capture_expert_sources`); empty without experts."
         return sorted({t for _, t in self.pairs} & self.moe_layers)
 
     def router_param_names(self) -> list[str]:
@@ -117,7 +128,7 @@ class StudentAwareRouter(nn.Module):
         return {'router': [p for n, p in self.named_parameters() if n in names],
                 'projector': [p for n, p in self.named_parameters() if n not in names]}
 
-    def _targets(self, j: int, t_hidden, t_at, expert_deltas) -> Tensor:
+    def _targets(self, j: int, t_hidden, t_at, expert_sources) -> Tensor:
         "Layer-normed candidate sources of mapped layer `j` at the aligned positions: `[P, n_sources, d_t]`, detached, float32."
         t = self.pairs[j][1]
         dev = self.maps[j].weight.device
@@ -126,10 +137,10 @@ class StudentAwareRouter(nn.Module):
         for kind, u in self.sources[j]:
             if kind == 'layer': out.append(h(u))
             else:
-                if expert_deltas is None or t not in expert_deltas:
+                if expert_sources is None or t not in expert_sources:
                     raise ValueError(f"the router has expert sources but no expert outputs of teacher layer {t} were given; "
-                                     "run the teacher inside capture_expert_deltas(teacher, router.expert_layers, pair_b, pair_t)")
-                out.append(h(t) + expert_deltas[t][:, u].detach().to(dev, torch.float32))
+                                     "run the teacher inside capture_expert_sources(teacher, router.expert_layers, pair_b, pair_t)")
+                out.append(expert_sources[t][:, u].detach().to(dev, torch.float32))
         return F.layer_norm(torch.stack(out, 1), (self.d_t,))
 
     def route(self, j: int, s_feat: Tensor) -> Tensor:
@@ -140,7 +151,7 @@ class StudentAwareRouter(nn.Module):
             return torch.softmax(r(F.layer_norm(x.float(), (self.d_s,)).to(r.weight.dtype)).float(), -1)
 
     def forward(self, s_hidden: Sequence[Tensor], t_hidden: Sequence[Tensor], s_at: tuple[Tensor, Tensor],
-                t_at: tuple[Tensor, Tensor], expert_deltas: dict[int, Tensor] | None = None) -> Routed:
+                t_at: tuple[Tensor, Tensor], expert_sources: dict[int, Tensor] | None = None) -> Routed:
         "Routed feature loss (mean over mapped layers and aligned positions, in [0, 2]) and the routing weights."
         if len(s_hidden) != self.n_student + 1 or len(t_hidden) != self.n_teacher + 1:
             raise ValueError(f"expected {self.n_student + 1} student and {self.n_teacher + 1} teacher hidden states "
@@ -152,7 +163,7 @@ class StudentAwareRouter(nn.Module):
             m = self.maps[j]
             mapped = m(sf.to(m.weight.dtype))
             with torch.autocast(sf.device.type, enabled=False):                          # the comparison in float32
-                target = (w.unsqueeze(-1) * self._targets(j, t_hidden, t_at, expert_deltas)).sum(1)
+                target = (w.unsqueeze(-1) * self._targets(j, t_hidden, t_at, expert_sources)).sum(1)
                 a, b = F.layer_norm(mapped.float(), (self.d_t,)), F.layer_norm(target, (self.d_t,))
                 losses.append((1 - F.cosine_similarity(a, b, dim=-1)).mean() if len(sf) else mapped.float().sum() * 0.0)
             weights.append(w)
