@@ -106,10 +106,12 @@ def plot_curriculum(train: list[dict]) -> Figure:
     fig, (a, b) = _fig(2, 9)
     x = series(train, 'step')
     names = list(dict.fromkeys([n for r in train for n in (r.get('weights') or {})] + components(train)))
+    curves = {}                       # identical curves are drawn once, labelled 'feature = attention', never hidden under each other
     for name in names:
         w = np.array([(r.get('weights') or {}).get(name, ((r.get('loss') or {}).get(name) or {}).get('weight')) or 0.0
                       for r in train], dtype=float)
-        if (w > 0).any(): _plot(a, x, w, label=name)
+        if (w > 0).any(): curves.setdefault(w.tobytes(), (w, []))[1].append(name)
+    for w, same in curves.values(): _plot(a, x, w, label=' = '.join(same))
     _plot(b, x, series(train, 'temperature'), color='tab:red')
     a.set(title='loss weights', xlabel=STEP_LABEL, ylabel='weight (multiplies raw loss)')
     b.set(title='KD temperature', xlabel=STEP_LABEL, ylabel='temperature T (divides logits)')
