@@ -13,9 +13,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 # %% auto #0
-__all__ = ['STEP_LABEL', 'MARKERS_UP_TO', 'TABLE_ROWS', 'TABLE_COLS', 'PLOTS', 'read_metrics', 'series', 'components',
-           'plot_losses', 'plot_curriculum', 'plot_lr', 'plot_grad_norm', 'plot_throughput', 'plot_eval', 'fmt',
-           'table_columns', 'summary_table', 'gap_closed', 'run_facts', 'status_line', 'write_report']
+__all__ = ['STEP_LABEL', 'MARKERS_UP_TO', 'TABLE_ROWS', 'TABLE_COLS', 'TIME_PHASES', 'PLOTS', 'read_metrics', 'series',
+           'components', 'plot_losses', 'plot_curriculum', 'plot_lr', 'plot_grad_norm', 'plot_throughput', 'plot_eval',
+           'fmt', 'table_columns', 'summary_table', 'gap_closed', 'time_split_lines', 'run_facts', 'status_line',
+           'write_report']
 
 # %% ../nbs/31_report.ipynb #8c9d3322
 def read_metrics(path: Path | str) -> tuple[list[dict], list[dict], list[str]]:
@@ -219,6 +220,18 @@ def gap_closed(summary: dict) -> float | None:
 def _duration(s: float) -> str:
     s = int(round(s)); return f'{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s'
 
+TIME_PHASES = (('setup', 'setup (tokenizers, models, optimizer)'), ('data', 'data (reading and packing, or the cache)'),
+               ('training', 'training (optimizer steps)'), ('evaluations', 'evaluations'), ('checkpoints', 'checkpoints'),
+               ('saving', 'saving the student'), ('other', 'other (logging, resuming)'))
+
+def time_split_lines(time_s: dict | None) -> list[str]:
+    "Bullet lines of this session's time by phase (the trainer's `time_s`), each with its share of the whole process."
+    if not time_s or not time_s.get('total'): return []
+    total = float(time_s['total'])
+    out = [f"- this session's process time: {_duration(total)} ({total:.0f} s), of which:"]
+    out += [f"  - {label}: {time_s[k]:.0f} s ({time_s[k] / total:.0%})" for k, label in TIME_PHASES if k in time_s]
+    return out
+
 def run_facts(train: list[dict], summary: dict) -> list[str]:
     "Bullet lines: steps, tokens, skipped steps, why it stopped, throughput, wall time, data counts."
     last = train[-1] if train else {}
@@ -226,8 +239,10 @@ def run_facts(train: list[dict], summary: dict) -> list[str]:
     if (tok := summary.get('tokens', last.get('tokens'))) is not None: out.append(f'- student tokens trained on: {tok:,}')
     out.append(f"- skipped (non-finite) steps: {int(summary.get('skipped', last.get('skipped', 0)) or 0)}")
     if summary.get('stopped'): out.append(f"- stopped before the last step: {summary['stopped']}")
-    if train: out.append(f"- median throughput: {np.nanmedian(series(train, 'tok_per_s')):,.0f} tokens/s")
-    if summary.get('wall_s') is not None: out.append(f"- wall time: {_duration(summary['wall_s'])} ({summary['wall_s']:.0f} s)")
+    if train: out.append(f"- median training throughput: {np.nanmedian(series(train, 'tok_per_s')):,.0f} student tokens/s "
+                         "(optimizer steps only: loading, packing, evaluations and saving excluded)")
+    if summary.get('wall_s') is not None: out.append(f"- training time (optimizer steps, all sessions): {_duration(summary['wall_s'])} ({summary['wall_s']:.0f} s)")
+    out += time_split_lines(summary.get('time_s'))
     if isinstance(summary.get('data'), dict):
         out.append('- data: ' + ', '.join(f'{k} {v:,}' if isinstance(v, int) else f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
                                           for k, v in summary['data'].items() if isinstance(v, (int, float, str))))
