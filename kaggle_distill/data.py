@@ -307,11 +307,12 @@ def with_progress(units: Iterable, desc: str) -> Iterator[tuple]:
     from tqdm.auto import tqdm
     n = len(units) if hasattr(units, '__len__') else None
     t0, nbytes = perf_counter(), 0
-    with tqdm(total=n, desc=desc, unit=' units', delay=2, mininterval=1, dynamic_ncols=True) as bar:
+    quiet = os.environ.get('TQDM_DISABLE', '').lower() in ('1', 'true', 'yes')   # read now: tqdm reads it once, at import
+    with tqdm(total=n, desc=desc, unit=' units', delay=2, mininterval=1, dynamic_ncols=True, disable=quiet) as bar:
         for i, u in enumerate(units, 1):
             yield u
             nbytes += len(u[1]); bar.update(1)
-            if i % 256 == 0: bar.set_postfix_str(f'{nbytes / 1e6 / max(perf_counter() - t0, 1e-9):.2f} MB/s', refresh=False)
+            if i % 128 == 0: bar.set_postfix_str(f'{nbytes / 1e6 / max(perf_counter() - t0, 1e-9):.2f} MB/s', refresh=False)
 
 def pack_units(units: Iterable, s_tok, t_tok, max_s: int, max_t: int, desc: str | None = None) -> tuple[Blocks, dict]:
     """Blocks of at most `max_s` student / `max_t` teacher tokens cut at aligned boundaries, and the counts; with
