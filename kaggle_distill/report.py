@@ -244,7 +244,7 @@ def run_facts(train: list[dict], summary: dict) -> list[str]:
     if summary.get('wall_s') is not None: out.append(f"- training time (optimizer steps, all sessions): {_duration(summary['wall_s'])} ({summary['wall_s']:.0f} s)")
     out += time_split_lines(summary.get('time_s'))
     if isinstance(summary.get('data'), dict):
-        out.append('- data: ' + ', '.join(f'{k} {v:,}' if isinstance(v, int) else f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
+        out.append('- data: ' + ', '.join(f'{k} {"yes" if v else "no"}' if isinstance(v, bool) else f'{k} {v:,}' if isinstance(v, int) else f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
                                           for k, v in summary['data'].items() if isinstance(v, (int, float, str))))
     return out
 
