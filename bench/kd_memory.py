@@ -84,7 +84,12 @@ def run(a) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The defaults (2,048 positions x 151,936 vocabulary, float16 logits, chunk 256, forward_kl at T=2, CPU)\n"
+               "reproduce the README's row 'KD peak memory': unchunked 6,235 MiB, chunked 1,406 MiB forward+backward,\n"
+               "779 MiB forward only. The vocabulary is the reference teacher's (Qwen3, 151,936 rows); the logits are\n"
+               "random, so no model, tokenizer or corpus is involved.")
     p.add_argument('--positions', type=int, default=2048, help='aligned positions (rows)')
     p.add_argument('--vocab', type=int, default=151936, help='vocabulary size (columns)')
     p.add_argument('--chunk', type=int, default=256, help='chunk_size of the chunked run')

@@ -12,7 +12,7 @@ from pathlib import Path
 __all__ = ['DTYPES', 'LOSS_NAMES', 'KD_METHODS', 'DIVERGENCES', 'DEMO_STUDENT', 'REFERENCE_TEACHER_ID', 'REFERENCE_STUDENT_ID',
            'PRESETS', 'fld', 'Schedule', 'ModelSpec', 'DataConfig', 'default_weights', 'LossConfig', 'TrainConfig',
            'Config', 'ConfigError', 'from_dict', 'parse_override', 'read_config_file', 'load_config', 'to_dict',
-           'check_vocab', 'describe']
+           'check_vocab', 'format_schedule', 'describe']
 
 # %% ../nbs/00_config.ipynb #bfe5566f
 def fld(default=None, *, lo=None, hi=None, lo_open=False, choices=None, doc='', factory=None):
@@ -358,13 +358,33 @@ def check_vocab(cfg: Config, student_vocab: int, teacher_vocab: int):
                           f"use 0 (full vocabulary) or a value up to {teacher_vocab}")
 
 # %% ../nbs/00_config.ipynb #1dec4c51
-def describe(cfg, prefix: str = '') -> list[str]:
-    "One line per field: dotted key, value, help."
-    lines = []
+def format_schedule(s: Schedule) -> str:
+    "A schedule as one readable value: 'start → end over [ramp_from, ramp_to]', plus 'from active_from' and the shape when they matter."
+    if s.is_off: return 'off'
+    text = f'{s.start:g}' if s.start == s.end else f'{s.start:g} → {s.end:g} over [{s.ramp_from:g}, {s.ramp_to:g}]'
+    if s.active_from > 0: text += f' from {s.active_from:g}'
+    if s.shape != 'linear' and s.start != s.end: text += f' ({s.shape})'
+    return text
+
+def _describe_rows(cfg, prefix: str = '') -> list[tuple[str, str, str]]:
+    "(dotted key, value, help) of every field; a Schedule and each loss weight are one row."
+    rows = []
     for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        if is_dataclass(v): lines += describe(v, f'{prefix}{f.name}.')
+        v, doc, key = getattr(cfg, f.name), f.metadata.get('doc', ''), prefix + f.name
+        if isinstance(v, Schedule): rows.append((key, format_schedule(v), doc))
+        elif is_dataclass(v): rows += _describe_rows(v, key + '.')
         elif isinstance(v, dict) and v and all(isinstance(s, Schedule) for s in v.values()):
-            for k, s in v.items(): lines.append(f"{prefix}{f.name}.{k:<22} {'off' if s.is_off else s}")
-        else: lines.append(f"{prefix}{f.name:<28} {v!r:<32} {f.metadata.get('doc', '')}")
+            rows += [(f'{key}.{k}', format_schedule(s), f'weight of the {k} loss') for k, s in v.items()]
+        else: rows.append((key, repr(v), doc))
+    return rows
+
+def describe(cfg, value_width: int = 36) -> list[str]:
+    "One line per field in three aligned columns: dotted key, value, help (help on its own line after a too-long value)."
+    rows = _describe_rows(cfg)
+    kw = max(len(k) for k, _, _ in rows)
+    lines = []
+    for k, v, doc in rows:
+        if len(v) <= value_width: lines.append(f'{k:<{kw}}  {v:<{value_width}}  {doc}'.rstrip())
+        else: lines += [f'{k:<{kw}}  {v}', f'{"":<{kw + value_width + 4}}{doc}']
     return lines
+

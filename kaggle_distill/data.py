@@ -15,9 +15,9 @@ from .alignment import Encoded, Collator, token_ends, token_byte_lengths, align_
 __all__ = ['SUFFIXES', 'UNIT_CHARS', 'DATA_VERSION', 'CACHE_FILES', 'DataError', 'read_text_file', 'jsonl_documents',
            'parquet_documents', 'parse_hf_source', 'dataset_documents', 'hf_documents', 'local_files', 'iter_documents',
            'split_long', 'text_units', 'doc_hash', 'split_units', 'doc_separator', 'Blocks', 'Packer', 'encode_units',
-           'pack_units', 'derive_teacher_length', 'tokenizer_fingerprint', 'data_cache_dir', 'source_fingerprint',
-           'data_cache_key', 'find_cached', 'copy_cached', 'build_datasets', 'ResumableSampler', 'ResumableLoader',
-           'make_loader']
+           'with_progress', 'pack_units', 'derive_teacher_length', 'tokenizer_fingerprint', 'data_cache_dir',
+           'source_fingerprint', 'data_cache_key', 'find_cached', 'copy_cached', 'build_datasets', 'ResumableSampler',
+           'ResumableLoader', 'make_loader']
 
 # %% ../nbs/04_data.ipynb #b9614d2d
 class DataError(ValueError):
@@ -300,10 +300,25 @@ def encode_units(units: Iterable, s_tok, t_tok, batch: int = 128) -> Iterator[tu
             ps, pt = align_offsets(token_ends(s, text, s_tok), token_ends(t, text, t_tok))
             yield doc, s, t, ps, pt, lens[s]
 
-def pack_units(units: Iterable, s_tok, t_tok, max_s: int, max_t: int) -> tuple[Blocks, dict]:
-    "Blocks of at most `max_s` student / `max_t` teacher tokens cut at aligned boundaries, and the counts."
+def with_progress(units: Iterable, desc: str) -> Iterator[tuple]:
+    """`units` (doc, text) passed through unchanged, with a progress bar of units and text MB/s. The bar appears only
+    after 2 s (short packs stay silent), refreshes at most once a second, and is off under `TQDM_DISABLE=1`."""
+    from time import perf_counter
+    from tqdm.auto import tqdm
+    n = len(units) if hasattr(units, '__len__') else None
+    t0, nbytes = perf_counter(), 0
+    quiet = os.environ.get('TQDM_DISABLE', '').lower() in ('1', 'true', 'yes')   # read now: tqdm reads it once, at import
+    with tqdm(total=n, desc=desc, unit=' units', delay=2, mininterval=1, dynamic_ncols=True, disable=quiet) as bar:
+        for i, u in enumerate(units, 1):
+            yield u
+            nbytes += len(u[1]); bar.update(1)
+            if i % 128 == 0: bar.set_postfix_str(f'{nbytes / 1e6 / max(perf_counter() - t0, 1e-9):.2f} MB/s', refresh=False)
+
+def pack_units(units: Iterable, s_tok, t_tok, max_s: int, max_t: int, desc: str | None = None) -> tuple[Blocks, dict]:
+    """Blocks of at most `max_s` student / `max_t` teacher tokens cut at aligned boundaries, and the counts; with
+    `desc`, a progress bar (`with_progress`) while tokenizing and packing."""
     p = Packer(max_s, max_t, doc_separator(s_tok), doc_separator(t_tok))
-    for u in encode_units(units, s_tok, t_tok): p.add(*u)
+    for u in encode_units(units if desc is None else with_progress(units, desc), s_tok, t_tok): p.add(*u)
     return p.finish()
 
 # %% ../nbs/04_data.ipynb #5daf262a
@@ -373,8 +388,8 @@ def _pack_source(cfg_data, s_tok, t_tok) -> tuple[Blocks, Blocks, dict]:
     if not mt:
         probe = list(encode_units(train_u[:64], s_tok, t_tok))
         mt = derive_teacher_length(ms, sum(len(u[2]) for u in probe) / max(sum(len(u[1]) for u in probe), 1))
-    train, st_tr = pack_units(train_u, s_tok, t_tok, ms, mt)
-    evalb, st_ev = pack_units(eval_u, s_tok, t_tok, ms, mt)
+    train, st_tr = pack_units(train_u, s_tok, t_tok, ms, mt, desc='packing training text')
+    evalb, st_ev = pack_units(eval_u, s_tok, t_tok, ms, mt, desc='packing held-out text')
     stats.update(train_units=len(train_u), eval_units=len(eval_u), eval_docs=len({d for d, _ in eval_u}), max_length=ms,
                  teacher_max_length=mt, train_blocks=len(train), eval_blocks_total=len(evalb), train=st_tr, eval=st_ev)
     return train, evalb, stats
@@ -382,7 +397,8 @@ def _pack_source(cfg_data, s_tok, t_tok) -> tuple[Blocks, Blocks, dict]:
 def build_datasets(cfg_data, s_tok, t_tok, cache_dir=None, search=(), cache: bool = True) -> tuple[Blocks, Blocks, dict]:
     """Train and held-out `Blocks` from `cfg_data` (a `DataConfig`) and counts. Cached in `cache_dir` (default
     `data_cache_dir()`); an entry found there or in a `search` folder is loaded instead of packing (and copied to `cache_dir`)."""
-    key, out = data_cache_key(cfg_data, s_tok, t_tok), Path(cache_dir or data_cache_dir())
+    from time import perf_counter
+    t0, key, out = perf_counter(), data_cache_key(cfg_data, s_tok, t_tok), Path(cache_dir or data_cache_dir())
     found = (find_cached(key, [out], depth=0) or find_cached(key, search)) if cache else None
     if found is not None:
         train, evalb = Blocks.load(found / f'{key}.train.npz'), Blocks.load(found / f'{key}.eval.npz')
@@ -400,7 +416,8 @@ def build_datasets(cfg_data, s_tok, t_tok, cache_dir=None, search=(), cache: boo
     if n_eval > cfg_data.eval_max_blocks:   # evenly spread over the held-out text
         evalb = evalb.subset(np.unique(np.linspace(0, n_eval - 1, cfg_data.eval_max_blocks).round().astype(int)))
     return train, evalb, {**stats, 'eval_blocks': len(evalb), 'cache_key': key, 'cache_hit': found is not None,
-                          'cache_from': None if found is None else str(found)}
+                          'cache_from': None if found is None else str(found),
+                          'data_s': round(perf_counter() - t0, 2)}   # reading + packing, or loading the cache
 
 # %% ../nbs/04_data.ipynb #84b4400c
 class ResumableSampler(torch.utils.data.Sampler):

@@ -13,9 +13,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 # %% auto #0
-__all__ = ['STEP_LABEL', 'TABLE_ROWS', 'TABLE_COLS', 'PLOTS', 'read_metrics', 'series', 'components', 'plot_losses',
-           'plot_curriculum', 'plot_lr', 'plot_grad_norm', 'plot_throughput', 'plot_eval', 'fmt', 'table_columns',
-           'summary_table', 'gap_closed', 'run_facts', 'status_line', 'write_report']
+__all__ = ['STEP_LABEL', 'MARKERS_UP_TO', 'TABLE_ROWS', 'TABLE_COLS', 'TIME_PHASES', 'PLOTS', 'read_metrics', 'series',
+           'components', 'plot_losses', 'plot_curriculum', 'plot_lr', 'plot_grad_norm', 'plot_throughput', 'plot_eval',
+           'fmt', 'table_columns', 'summary_table', 'gap_closed', 'time_split_lines', 'run_facts', 'status_line',
+           'write_report']
 
 # %% ../nbs/31_report.ipynb #8c9d3322
 def read_metrics(path: Path | str) -> tuple[list[dict], list[dict], list[str]]:
@@ -56,6 +57,18 @@ def components(train: list[dict]) -> list[str]:
     return list(dict.fromkeys(n for r in train for n, c in (r.get('loss') or {}).items()
                               if n != 'total' and isinstance(c, dict) and c.get('raw') is not None))
 
+MARKERS_UP_TO = 60   # a curve with at most this many points shows a marker on each (a sparse run never reads as a trend)
+
+def _plot(ax, x, y, fmt: str = '-', **kw):
+    "Plot y over x with a marker on every point when there are few (≤ MARKERS_UP_TO finite points), so no line joins unmarked points."
+    n = int(np.isfinite(np.asarray(y, float)).sum())
+    if n <= MARKERS_UP_TO and not any(m in fmt for m in 'osx^vD*'): kw.setdefault('marker', 'o'); kw.setdefault('ms', 3.5)
+    return ax.plot(x, y, fmt, **kw)
+
+def _legend(ax):
+    "Legend outside the axes, on the right, so it never covers the data."
+    if ax.lines: ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+
 def _fig(ncols: int = 1, width: float = 6.0) -> tuple[Figure, list]:
     fig = Figure(figsize=(width, 3.2), dpi=80, layout='constrained')     # on screen; files are saved at 100 dpi
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
@@ -79,13 +92,13 @@ def plot_losses(train: list[dict]) -> Figure:
     raws = {name: series(train, 'loss', name, 'raw') for name in components(train)}
     positive = all((v[np.isfinite(v)] > 0).all() for v in raws.values())   # log scale only if it can show everything
     for name, v in raws.items():
-        a.plot(x, v, label=name)
-        b.plot(x, series(train, 'loss', name, 'weighted'), label=name)
-    b.plot(x, series(train, 'loss', 'total'), color='black', lw=1.5, label='total')
+        _plot(a, x, v, label=name)
+        _plot(b, x, series(train, 'loss', name, 'weighted'), label=name)
+    _plot(b, x, series(train, 'loss', 'total'), color='black', lw=1.5, label='total')
     log = positive and _log_y(a, *raws.values())
-    a.set(title='raw loss components', xlabel=STEP_LABEL, ylabel='raw value' + (' (log scale)' if log else ''))
-    b.set(title='weighted (sum = total loss)', xlabel=STEP_LABEL, ylabel='weight × raw value')
-    for ax in (a, b): ax.legend(fontsize=8); ax.grid(alpha=0.3)
+    a.set(title='raw loss components', xlabel=STEP_LABEL, ylabel='raw loss (nats; feature: MSE)' + (', log scale' if log else ''))
+    b.set(title='weighted (sum = total loss)', xlabel=STEP_LABEL, ylabel='weight × raw loss (nats)')
+    for ax in (a, b): _legend(ax); ax.grid(alpha=0.3)
     return fig
 
 # %% ../nbs/31_report.ipynb #16075b8a
@@ -94,14 +107,16 @@ def plot_curriculum(train: list[dict]) -> Figure:
     fig, (a, b) = _fig(2, 9)
     x = series(train, 'step')
     names = list(dict.fromkeys([n for r in train for n in (r.get('weights') or {})] + components(train)))
+    curves = {}                       # identical curves are drawn once, labelled 'feature = attention', never hidden under each other
     for name in names:
         w = np.array([(r.get('weights') or {}).get(name, ((r.get('loss') or {}).get(name) or {}).get('weight')) or 0.0
                       for r in train], dtype=float)
-        if (w > 0).any(): a.plot(x, w, label=name)
-    b.plot(x, series(train, 'temperature'), color='tab:red')
-    a.set(title='loss weights', xlabel=STEP_LABEL, ylabel='weight')
-    b.set(title='KD temperature', xlabel=STEP_LABEL, ylabel='temperature T')
-    a.legend(fontsize=8)
+        if (w > 0).any(): curves.setdefault(w.tobytes(), (w, []))[1].append(name)
+    for w, same in curves.values(): _plot(a, x, w, label=' = '.join(same))
+    _plot(b, x, series(train, 'temperature'), color='tab:red')
+    a.set(title='loss weights', xlabel=STEP_LABEL, ylabel='weight (multiplies raw loss)')
+    b.set(title='KD temperature', xlabel=STEP_LABEL, ylabel='temperature T (divides logits)')
+    _legend(a)
     for ax in (a, b): ax.grid(alpha=0.3)
     return fig
 
@@ -110,9 +125,9 @@ def plot_lr(train: list[dict]) -> Figure:
     "Learning rate per optimizer step, log scale; non-positive values are not drawn."
     fig, (a,) = _fig()
     lr = series(train, 'lr')
-    a.plot(series(train, 'step'), np.where(lr > 0, lr, np.nan))
+    _plot(a, series(train, 'step'), np.where(lr > 0, lr, np.nan))
     log = _log_y(a, lr)
-    a.set(title='learning rate', xlabel=STEP_LABEL, ylabel='learning rate' + (' (log scale)' if log else ''))
+    a.set(title='learning rate', xlabel=STEP_LABEL, ylabel='learning rate (per step)' + (', log scale' if log else ''))
     a.grid(alpha=0.3, which='both')
     return fig
 
@@ -123,13 +138,13 @@ def plot_grad_norm(train: list[dict]) -> Figure:
     x, g = series(train, 'step'), series(train, 'grad_norm')
     sk = np.nan_to_num(series(train, 'skipped'))
     bad = ~np.isfinite(g) | (np.diff(sk, prepend=0) > 0)
-    a.plot(x, np.where(np.isfinite(g) & (g > 0), g, np.nan), label='gradient norm')
+    _plot(a, x, np.where(np.isfinite(g) & (g > 0), g, np.nan), label='gradient norm')
     if bad.any():   # crosses along the top of the panel (x in steps, y in axes fraction), whatever the scale
         a.plot(x[bad], np.full(bad.sum(), 0.96), 'x', color='red', ms=8, mew=2, transform=a.get_xaxis_transform(),
                label=f'steps skipped before this point ({int(sk.max())} in all)')
     log = _log_y(a, g)
-    a.set(title='gradient norm (before clipping)', xlabel=STEP_LABEL, ylabel='L2 norm' + (' (log scale)' if log else ''))
-    a.legend(fontsize=8, loc='lower left'); a.grid(alpha=0.3, which='both')
+    a.set(title='gradient norm (before clipping)', xlabel=STEP_LABEL, ylabel='global L2 norm (unitless)' + (', log scale' if log else ''))
+    _legend(a); a.grid(alpha=0.3, which='both')
     return fig
 
 # %% ../nbs/31_report.ipynb #b376f0b3
@@ -139,12 +154,12 @@ def plot_throughput(train: list[dict]) -> Figure:
     has_mem = np.isfinite(mem).any()
     fig, axes = _fig(2 if has_mem else 1, 9 if has_mem else 6)
     x = series(train, 'step')
-    axes[0].plot(x, series(train, 'tok_per_s'))
-    axes[0].set(title='throughput', xlabel=STEP_LABEL, ylabel='tokens / s')
+    _plot(axes[0], x, series(train, 'tok_per_s'))
+    axes[0].set(title='training throughput', xlabel=STEP_LABEL, ylabel='student tokens / s (training only)')
     axes[0].set_ylim(bottom=0)
     if has_mem:
-        axes[1].plot(x, mem, color='tab:purple')
-        axes[1].set(title='GPU memory', xlabel=STEP_LABEL, ylabel='GiB')
+        _plot(axes[1], x, mem, color='tab:purple')
+        axes[1].set(title='GPU memory', xlabel=STEP_LABEL, ylabel='peak GPU memory (GiB)')
     for ax in axes: ax.grid(alpha=0.3)
     return fig
 
@@ -157,16 +172,14 @@ def plot_eval(evals: list[dict]) -> Figure:
     if st: a.plot(series(st, 'step'), series(st, 'bpb'), 'o-', label='student')
     if len(te) == 1: a.axhline(te[0]['bpb'], color='black', ls='--', label=f"teacher ({te[0]['bpb']:.3f})")
     elif te: a.plot(series(te, 'step'), series(te, 'bpb'), 's--', color='black', label='teacher')
-    a.set(title='held-out bits per byte (lower is better)', xlabel=STEP_LABEL, ylabel='bits / byte')
+    a.set(title='held-out bits per byte (lower is better)', xlabel=STEP_LABEL, ylabel='bits / byte (of text)')
     if st:
         b.plot(series(st, 'step'), series(st, 'top1'), 'o-', label='top-1 agreement')
         b.plot(series(st, 'step'), series(st, 'top5'), 's-', label='top-5 overlap')
     top = np.nanmax(np.r_[series(st, 'top1'), series(st, 'top5'), 0.0]) if st else 0.0
-    b.set(title='agreement with the teacher', xlabel=STEP_LABEL, ylabel='fraction of aligned positions',
+    b.set(title='agreement with the teacher', xlabel=STEP_LABEL, ylabel='fraction of aligned positions (0–1)',
           ylim=(0, min(1.0, max(0.05, 1.15 * top))))
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-        if ax.lines: ax.legend(fontsize=8)
+    for ax in (a, b): ax.grid(alpha=0.3); _legend(ax)
     return fig
 
 # %% ../nbs/31_report.ipynb #8f119623
@@ -207,6 +220,18 @@ def gap_closed(summary: dict) -> float | None:
 def _duration(s: float) -> str:
     s = int(round(s)); return f'{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s'
 
+TIME_PHASES = (('setup', 'setup (tokenizers, models, optimizer)'), ('data', 'data (reading and packing, or the cache)'),
+               ('training', 'training (optimizer steps)'), ('evaluations', 'evaluations'), ('checkpoints', 'checkpoints'),
+               ('saving', 'saving the student'), ('other', 'other (logging, resuming)'))
+
+def time_split_lines(time_s: dict | None) -> list[str]:
+    "Bullet lines of this session's time by phase (the trainer's `time_s`), each with its share of the whole process."
+    if not time_s or not time_s.get('total'): return []
+    total = float(time_s['total'])
+    out = [f"- this session's process time: {_duration(total)} ({total:.0f} s), of which:"]
+    out += [f"  - {label}: {time_s[k]:.0f} s ({time_s[k] / total:.0%})" for k, label in TIME_PHASES if k in time_s]
+    return out
+
 def run_facts(train: list[dict], summary: dict) -> list[str]:
     "Bullet lines: steps, tokens, skipped steps, why it stopped, throughput, wall time, data counts."
     last = train[-1] if train else {}
@@ -214,10 +239,12 @@ def run_facts(train: list[dict], summary: dict) -> list[str]:
     if (tok := summary.get('tokens', last.get('tokens'))) is not None: out.append(f'- student tokens trained on: {tok:,}')
     out.append(f"- skipped (non-finite) steps: {int(summary.get('skipped', last.get('skipped', 0)) or 0)}")
     if summary.get('stopped'): out.append(f"- stopped before the last step: {summary['stopped']}")
-    if train: out.append(f"- median throughput: {np.nanmedian(series(train, 'tok_per_s')):,.0f} tokens/s")
-    if summary.get('wall_s') is not None: out.append(f"- wall time: {_duration(summary['wall_s'])} ({summary['wall_s']:.0f} s)")
+    if train: out.append(f"- median training throughput: {np.nanmedian(series(train, 'tok_per_s')):,.0f} student tokens/s "
+                         "(optimizer steps only: loading, packing, evaluations and saving excluded)")
+    if summary.get('wall_s') is not None: out.append(f"- training time (optimizer steps, all sessions): {_duration(summary['wall_s'])} ({summary['wall_s']:.0f} s)")
+    out += time_split_lines(summary.get('time_s'))
     if isinstance(summary.get('data'), dict):
-        out.append('- data: ' + ', '.join(f'{k} {v:,}' if isinstance(v, int) else f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
+        out.append('- data: ' + ', '.join(f'{k} {"yes" if v else "no"}' if isinstance(v, bool) else f'{k} {v:,}' if isinstance(v, int) else f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
                                           for k, v in summary['data'].items() if isinstance(v, (int, float, str))))
     return out
 

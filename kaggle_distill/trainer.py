@@ -22,7 +22,8 @@ __all__ = ['SESSION_KEYS', 'STATUSES', 'param_groups', 'make_optimizer', 'TrainS
            'Run', 'resolve_device', 'build_run', 'teacher_at_pairs', 'compute_loss', 'StepResult', 'optimizer_step',
            'sig3', 'MetricsLog', 'run_state', 'restore_run_state', 'save_run', 'adopt_history', 'config_diff',
            'check_run_dir', 'check_resume_from', 'resume_folders', 'check_resume_config', 'resume_point',
-           'check_state_shapes', 'evaluate_run', 'train', 'train_record', 'run_status', 'resume_hint', 'finish']
+           'check_state_shapes', 'evaluate_run', 'PhaseTimer', 'time_split', 'train', 'train_record', 'run_status',
+           'resume_hint', 'finish']
 
 # %% ../nbs/20_trainer.ipynb #521f5dbf
 def param_groups(student: nn.Module, extra: dict[str, nn.Module], tc) -> list[dict]:
@@ -404,6 +405,32 @@ def _metrics(r: dict) -> dict:
     "The numbers of one model's evaluation worth keeping in the summary."
     return {k: r.get(k) for k in ('bpb', 'nll', 'ppl', 'top1', 'top5', 'kd') if r.get(k) is not None}
 
+# %% ../nbs/20_trainer.ipynb #e3de8963
+from .checkpoint import SessionReserve
+
+class PhaseTimer(SessionReserve):
+    "A `SessionReserve` that also sums the seconds of each kind and marks the end of setup; attaches itself to `run`."
+    def __init__(self, budget_s: float, run, t_session: float):
+        super().__init__(budget_s)
+        self.t_session, self.setup_end, self.total = t_session, time.time(), {}
+        run.phase_timer = self
+    def record(self, kind: str, seconds: float) -> None:
+        super().record(kind, seconds); self.add(kind, seconds)
+    def add(self, kind: str, seconds: float) -> None:
+        "Add `seconds` to `kind` without touching the reserve (e.g. the final evaluation and saving)."
+        self.total[kind] = self.total.get(kind, 0.0) + float(seconds)
+
+def time_split(run) -> dict:
+    "This session's seconds by phase: setup, data, training, evaluations, checkpoints, saving, other, and the total."
+    pt = getattr(run, 'phase_timer', None)
+    if pt is None: return {}
+    data_s = float((run.data_stats or {}).get('data_s', 0.0))
+    out = {'setup': pt.setup_end - pt.t_session - data_s, 'data': data_s, 'training': pt.total.get('step', 0.0),
+           'evaluations': pt.total.get('eval', 0.0), 'checkpoints': pt.total.get('checkpoint', 0.0), 'saving': pt.total.get('save', 0.0)}
+    total = time.time() - pt.t_session
+    out['other'] = total - sum(out.values()); out['total'] = total
+    return {k: round(v, 1) for k, v in out.items()}
+
 # %% ../nbs/20_trainer.ipynb #63feda0a
 def _resume(run: Run, opt, sched, scaler, found, looked: list[Path]) -> tuple[TrainState, bool]:
     "Restore the checkpoint `found` (path, meta) into the run, or start fresh; print one line saying which."
@@ -433,7 +460,7 @@ def train(cfg: Config, progress: bool = True) -> dict:
     run, tc, run_dir = build_run(cfg), cfg.train, Path(cfg.run_dir)
     opt, sched = make_optimizer(run.student, run.learnable(), tc)
     scaler = torch.amp.GradScaler(run.device.type, enabled=run.autocast == torch.float16)
-    loader, reserve = run.train_loader, SessionReserve(tc.time_budget_s)
+    loader, reserve = run.train_loader, PhaseTimer(tc.time_budget_s, run, t_session)
     st, resumed = _resume(run, opt, sched, scaler, found, resume_folders(cfg))
     stream = loader.forever()                          # continues exactly where the checkpoint's loader stopped
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -506,12 +533,16 @@ def finish(run: Run, st: TrainState, last_eval, paused: str | None) -> dict:
     if status != 'paused':
         if st.stopped: print(f'stopped at step {st.step}/{run.total}: {st.stopped}')
         if run.ema: run.ema.copy_to(run.student)         # the averaged weights are the result
+        t0 = time.perf_counter()
         ev = last_eval[1] if last_eval and last_eval[0] == st.step and not run.ema else evaluate_run(run, st.step)
+        t1 = time.perf_counter()
         st.summary['student_after'] = _metrics(ev['student'])
         run.student.save_pretrained(run_dir / 'student'); run.s_tok.save_pretrained(run_dir / 'student')
+        if (pt := getattr(run, 'phase_timer', None)): pt.add('eval', t1 - t0); pt.add('save', time.perf_counter() - t1)
     summary = {**st.summary, 'status': status, 'config': to_dict(run.cfg), 'wall_s': round(st.elapsed_s, 1), 'steps': st.step,
                'total_steps': run.total, 'tokens': st.tokens, 'skipped': st.skipped, 'stopped': st.stopped, 'paused': paused,
-               'data': run.data_stats}
+               'data': run.data_stats,
+               'time_s': time_split(run)}
     if status == 'paused': summary['resume'] = resume_hint(run_dir)
     (run_dir / 'summary.json').write_text(json.dumps(summary, indent=1))
     report = write_report(run_dir)
