@@ -44,7 +44,7 @@ class Schedule:
 # %% ../nbs/00_config.ipynb #0de1b4e2
 DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
 LOSS_NAMES = ('lm', 'kd', 'feature', 'attention', 'router', 'contrastive')
-KD_METHODS = ('projector', 'shared_vocab', 'uld', 'hybrid', 'same_tokenizer')
+KD_METHODS = ('projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'same_tokenizer')
 DIVERGENCES = ('forward_kl', 'reverse_kl', 'jsd', 'skew_kl', 'tv')
 
 @dataclass

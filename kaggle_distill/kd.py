@@ -197,4 +197,7 @@ def make_kd(cfg_loss, student_tok, teacher_tok, student_model=None, teacher_mode
         return (SharedVocabKD if m == 'shared_vocab' else HybridKD)(s_idx, t_idx, n_s, n_t, **common)
     if m == 'uld': return ULDKD(n_s, n_t, **common)
     if m == 'projector': return make_projector_kd(cfg_loss, student_tok, teacher_tok, student_model, teacher_model)
-    raise ValueError(f"unknown kd_method {m!r}; use one of 'projector', 'shared_vocab', 'uld', 'hybrid', 'same_tokenizer'")
+    if m == 'retok':
+        from kaggle_distill.retokenize import make_retok_kd
+        return make_retok_kd(cfg_loss, student_tok, teacher_tok)
+    raise ValueError(f"unknown kd_method {m!r}; use one of 'projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'same_tokenizer'")
