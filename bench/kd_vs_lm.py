@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 AUX_OFF = ['loss.weights.feature=0', 'loss.weights.attention=0', 'loss.weights.contrastive=0']
+T1 = ['loss.temperature.start=1', 'loss.temperature.end=1']
 ARMS = {  # name -> overrides on top of the preset (and --set)
     'lm': ['loss.weights.kd=0', *AUX_OFF],
     'default': [],                                           # the library's defaults as they are
@@ -35,8 +36,9 @@ ARMS = {  # name -> overrides on top of the preset (and --set)
     'uld': ['loss.kd_method=uld', *AUX_OFF],
     'projector': ['loss.kd_method=projector', *AUX_OFF],
     'retok': ['loss.kd_method=retok', *AUX_OFF],
-    'retok_kd_only': ['loss.kd_method=retok', 'loss.weights.lm=0', 'loss.weights.kd=1', *AUX_OFF],
-    'shared_vocab_kd_only': ['loss.kd_method=shared_vocab', 'loss.weights.lm=0', 'loss.weights.kd=1', *AUX_OFF],
+    'retok_T1': ['loss.kd_method=retok', 'loss.weights.kd=1', *T1, *AUX_OFF],
+    'retok_kd_only': ['loss.kd_method=retok', 'loss.weights.lm=0', 'loss.weights.kd=1', *T1, *AUX_OFF],
+    'shared_vocab_kd_only': ['loss.kd_method=shared_vocab', 'loss.weights.lm=0', 'loss.weights.kd=1', *T1, *AUX_OFF],
 }
 
 
@@ -49,9 +51,19 @@ def batch_key(b: dict) -> str:
 
 class TeacherCache:
     "The teacher's hidden states at the pairs per training batch, and its evaluation rows per held-out batch."
-    def __init__(self):
+    def __init__(self, folder: str | None = None):
         self.train, self.train_s, self.eval = {}, {}, {}
         self.charged = 0.0          # teacher seconds charged to the current arm
+        self.folder = Path(folder) if folder else None   # optional: entries kept on disk for later runs
+
+    def _load(self, kind: str, key: str):
+        f = self.folder / f'{kind}-{key}.pt' if self.folder else None
+        return torch.load(f) if f is not None and f.exists() else None
+
+    def _save(self, kind: str, key: str, value):
+        if self.folder:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f'.{kind}-{key}.tmp'; torch.save(value, tmp); tmp.replace(self.folder / f'{kind}-{key}.pt')
 
     def install(self):
         "Route `kaggle_distill.trainer.teacher_at_pairs` through the cache."
@@ -65,10 +77,14 @@ class TeacherCache:
                 t0 = time.perf_counter(); out = orig(run, b, hidden, attentions); self.charged_direct += time.perf_counter() - t0
                 return out
             key = batch_key(b)
-            if key not in self.train:
+            if key not in self.train and (hit := self._load('train', key)) is not None:
+                self.train[key], self.train_s[key] = hit['h'], hit['s']
+                self.charged += hit['s']
+            elif key not in self.train:
                 t0 = time.perf_counter()
                 _, h, _ = orig(run, b)
                 self.train[key], self.train_s[key] = h.detach().clone(), time.perf_counter() - t0
+                self._save('train', key, {'h': self.train[key], 's': self.train_s[key]})
             else: self.charged += self.train_s[key]                # the time the teacher forward would have taken
             h = self.train[key]
             with torch.no_grad():
@@ -85,6 +101,7 @@ class TeacherCache:
         @torch.no_grad()
         def fn(b):
             key = batch_key(b)
+            if key not in self.eval and (hit := self._load('eval', key)) is not None: self.eval[key] = hit
             if key not in self.eval:
                 ids, mask = b['t_ids'], b['t_mask']
                 if t_prefix is not None:
@@ -93,6 +110,7 @@ class TeacherCache:
                 hid = teacher.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
                 rows, n = row_nll(head(hid), b['t_ids'], b['t_mask'], t_prefix, t_vocab)
                 self.eval[key] = (rows, n, hid[b['pair_b'], b['pair_t'] + (t_prefix is not None)].clone())
+                self._save('eval', key, self.eval[key])
             rows, n, h = self.eval[key]
             return rows, n, head(h)[:, :t_vocab].float()
         return fn
@@ -209,9 +227,10 @@ def main(argv=None):
     ap.add_argument('--arms', nargs='+', default=['lm', 'shared_vocab', 'hybrid', 'uld', 'projector', 'retok', 'retok_kd_only'],
                     help=f'arms to run, in this order, interleaved per seed; known: {", ".join(ARMS)}; or NAME:key=v,key=v')
     ap.add_argument('--set', nargs='*', default=[], help='overrides for every arm, e.g. loss.temperature.start=1')
-    ap.add_argument('--eval-blocks', type=int, default=256, help='held-out blocks evaluated (default 256)')
+    ap.add_argument('--eval-blocks', type=int, default=128, help='held-out blocks evaluated (default 128)')
     ap.add_argument('--equal-wall', default=None, help='also run LM only for as long as this arm trained (equal wall time)')
     ap.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
+    ap.add_argument('--cache-dir', default=None, help="keep the teacher's cached outputs here for later runs (keyed by batch content)")
     ap.add_argument('--out', default=None, help='write all results (JSON) here, updated after every arm')
     ap.add_argument('--report', nargs='+', default=None, help='only print the tables of these saved result files')
     args = ap.parse_args(argv)
@@ -224,7 +243,7 @@ def main(argv=None):
         name, _, extra = a.partition(':')
         if name not in ARMS and not extra: ap.error(f"unknown arm {name!r}; known: {', '.join(ARMS)} (or NAME:key=v,key=v)")
         arms[name] = ARMS.get(name, []) + [x for x in extra.split(',') if x]
-    cache, results, t_all = TeacherCache(), [], time.perf_counter()
+    cache, results, t_all = TeacherCache(args.cache_dir), [], time.perf_counter()
     cache.install()
     for seed in args.seeds:
         cache.train.clear(); cache.train_s.clear()
