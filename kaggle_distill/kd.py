@@ -166,9 +166,15 @@ class ProjectorKD(KD):
         s, t = self._cut(s_logits, t_logits)
         if self.training and not bool(self.calibrated) and len(t_hidden): self.calibrate(t_hidden, t)
         p = self.projector(t_hidden, self._student_head())[..., :self.n_s]
-        student = divergence(s, p.detach(), self.kind, temperature, self.beta, self.top_k)
         ground = divergence(p[..., self.s_idx], t[..., self.t_idx], self.kind, temperature, self.beta, self.top_k)
-        return student + ground
+        student = divergence(s, p.detach(), self.kind, temperature, self.beta, self.top_k)
+        return self.fidelity(ground, t[..., self.t_idx], temperature) * student + ground
+
+    @torch.no_grad()
+    def fidelity(self, ground: Tensor, t_shared: Tensor, temperature: float = 1.0) -> Tensor:
+        "Share of the teacher's information the projection carries on the shared tokens: 1 - D(teacher||proj) / D(teacher||uniform), in [0, 1]."
+        uniform = divergence(torch.zeros_like(t_shared), t_shared, self.kind, temperature, self.beta, self.top_k)
+        return (1 - ground.detach() / uniform.clamp_min(1e-8)).clamp(0, 1)
 
 def make_projector_kd(cfg_loss, student_tok, teacher_tok, student_model, teacher_model) -> ProjectorKD:
     "A `ProjectorKD` sized and initialised (`cfg_loss.projector_init`) from the two models' output heads."
