@@ -45,7 +45,7 @@ class Schedule:
 # %% ../nbs/00_config.ipynb #0de1b4e2
 DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
 LOSS_NAMES = ('lm', 'kd', 'feature', 'attention', 'router', 'contrastive')
-KD_METHODS = ('projector', 'shared_vocab', 'uld', 'hybrid', 'same_tokenizer')
+KD_METHODS = ('projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'same_tokenizer')
 DIVERGENCES = ('forward_kl', 'reverse_kl', 'jsd', 'skew_kl', 'tv')
 
 @dataclass
@@ -87,6 +87,7 @@ class LossConfig:
     divergence: str = fld('forward_kl', choices=DIVERGENCES, doc='divergence between teacher and student distributions')
     beta: float = fld(0.5, lo=0.0, hi=1.0, doc='mixing coefficient of jsd / skew_kl')
     top_k: int = fld(0, lo=0, doc="KD on the teacher's top-k tokens plus a tail bucket; 0 = full vocabulary")
+    sample_k: int = fld(0, lo=0, doc="forward KL on this many importance-sampled teacher tokens per position (unbiased); 0 = off")
     projector_init: str = fld('lstsq', choices=('normal', 'shared_pinv', 'lstsq'), doc='start of the logit projector')
     temperature: Schedule = fld(factory=lambda: Schedule(2.0, 1.5, 0.0, 1.0, 'cosine'), doc='KD temperature over training')
     weights: dict = fld(factory=default_weights, doc=f'one Schedule per loss: {", ".join(LOSS_NAMES)}')

@@ -10,7 +10,7 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['ROW_DIVERGENCES', 'TEMPERATURE_POWER', 'log_probs', 'forward_kl', 'reverse_kl', 'jsd', 'skew_kl', 'tv', 'topk_tail',
-           'divergence']
+           'importance_sample', 'sampled_forward_kl', 'divergence']
 
 # %% ../nbs/11_divergence.ipynb #5670bcd2
 def log_probs(logits: Tensor, T: float = 1.0) -> Tensor:
@@ -72,6 +72,23 @@ def topk_tail(lp_t: Tensor, lp_s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     cat = lambda lp: torch.cat([lp.gather(-1, idx), _tail_logmass(lp, idx).unsqueeze(-1)], -1)
     return cat(lp_t), cat(lp_s)
 
+# %% ../nbs/11_divergence.ipynb #0567a05e
+def importance_sample(lp_t: Tensor, u: Tensor, power: float = 1.0) -> tuple[Tensor, Tensor]:
+    "Tokens `[N, K]` drawn by inverse CDF at uniforms `u` from the proposal `π ∝ p^power`, and their log-weights `log(p/(K·π))`."
+    if not power > 0: raise ValueError(f"the proposal power must be > 0, got {power}")
+    lpi = torch.log_softmax(lp_t * power, -1)
+    cdf = lpi.exp().cumsum(-1)
+    idx = torch.searchsorted(cdf, (u * cdf[:, -1:]).contiguous()).clamp_max(lp_t.shape[-1] - 1)
+    logw = lp_t.gather(-1, idx) - lpi.gather(-1, idx) - math.log(u.shape[-1])
+    return idx, torch.where(torch.isfinite(logw), logw, float('-inf'))
+
+def sampled_forward_kl(lp_t: Tensor, lp_s: Tensor, u: Tensor, power: float = 1.0) -> Tensor:
+    "Per row, an unbiased estimate of KL(P || Q) (and of its student gradient) from `u.shape[-1]` importance-sampled teacher tokens."
+    idx, logw = importance_sample(lp_t.detach(), u, power)
+    ce = -(logw.exp() * lp_s.gather(-1, idx)).sum(-1)
+    p = lp_t.exp()
+    return ce + (p * torch.where(p > 0, lp_t, 0.0)).sum(-1)
+
 # %% ../nbs/11_divergence.ipynb #2e2f2b17
 def _check_kind(kind: str, beta: float):
     if kind not in ROW_DIVERGENCES:
@@ -79,42 +96,44 @@ def _check_kind(kind: str, beta: float):
     if kind == 'jsd' and not 0 < beta < 1: raise ValueError(f"jsd needs 0 < beta < 1, got beta={beta}")
     if kind == 'skew_kl' and not 0 <= beta < 1: raise ValueError(f"skew_kl needs 0 <= beta < 1, got beta={beta}")
 
-def _rows(s: Tensor, t: Tensor, kind: str, T: float, beta: float, top_k: int) -> Tensor:
-    "Per-row divergence of 2-d logits `s`, `t` in float32 (no T² factor)."
+def _rows(s: Tensor, t: Tensor, kind: str, T: float, beta: float, top_k: int, u: Tensor | None = None) -> Tensor:
+    "Per-row divergence of 2-d logits `s`, `t` in float32 (no T² factor); `u`: uniforms of importance-sampled forward KL."
     with torch.autocast(s.device.type, enabled=False):
         lp_t, lp_s = log_probs(t, T), log_probs(s, T)
+        if u is not None: return sampled_forward_kl(lp_t, lp_s, u)
         if 0 < top_k < lp_t.shape[-1]: lp_t, lp_s = topk_tail(lp_t, lp_s, top_k)
         return ROW_DIVERGENCES[kind](lp_t, lp_s, beta)
 
 class _ChunkedRows(torch.autograd.Function):
     "Per-row divergences computed `chunk` rows at a time; backward recomputes each chunk (saves only the inputs)."
     @staticmethod
-    def forward(ctx, s, t, kind, T, beta, top_k, chunk):
+    def forward(ctx, s, t, kind, T, beta, top_k, chunk, u=None):
         ctx.save_for_backward(s, t)
-        ctx.args = (kind, T, beta, top_k, chunk)
-        return torch.cat([_rows(s[i:i + chunk], t[i:i + chunk], kind, T, beta, top_k) for i in range(0, len(s), chunk)])
+        ctx.args = (kind, T, beta, top_k, chunk, u)
+        return torch.cat([_rows(s[i:i + chunk], t[i:i + chunk], kind, T, beta, top_k, None if u is None else u[i:i + chunk])
+                          for i in range(0, len(s), chunk)])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, go):
         s, t = ctx.saved_tensors
-        kind, T, beta, top_k, chunk = ctx.args
+        kind, T, beta, top_k, chunk, u = ctx.args
         need = ctx.needs_input_grad[:2]
         gs = torch.empty_like(s) if need[0] else None
         gt = torch.empty_like(t) if need[1] else None
         with torch.enable_grad():
             for i in range(0, len(s), chunk):
                 sc, tc = s[i:i + chunk].detach().requires_grad_(need[0]), t[i:i + chunk].detach().requires_grad_(need[1])
-                v = _rows(sc, tc, kind, T, beta, top_k)
+                v = _rows(sc, tc, kind, T, beta, top_k, None if u is None else u[i:i + chunk])
                 ins = [x for x, n in zip((sc, tc), need) if n]
                 grads = iter(torch.autograd.grad(v, ins, go[i:i + chunk]))
                 if need[0]: gs[i:i + chunk] = next(grads)
                 if need[1]: gt[i:i + chunk] = next(grads)
-        return gs, gt, None, None, None, None, None
+        return gs, gt, None, None, None, None, None, None
 
 def divergence(s_logits: Tensor, t_logits: Tensor, kind: str = 'forward_kl', T: float = 1.0, beta: float = 0.5,
-               top_k: int = 0, chunk_size: int | None = 256, reduction: str = 'mean') -> Tensor:
-    "T^p · D(softmax(t/T) || softmax(s/T)) over the last axis (p = 2, TV: 1), float32, optional top-k + tail, chunked."
+               top_k: int = 0, chunk_size: int | None = 256, reduction: str = 'mean', sample_k: int = 0) -> Tensor:
+    "T^p · D(softmax(t/T) || softmax(s/T)) over the last axis (p = 2, TV: 1), float32, optional top-k + tail or `sample_k` importance-sampled teacher tokens, chunked."
     if s_logits.shape != t_logits.shape:
         raise ValueError(f"student logits {tuple(s_logits.shape)} and teacher logits {tuple(t_logits.shape)} differ; "
                          "bring both to one vocabulary first (kaggle_distill.kd: projector, shared_vocab, uld)")
@@ -122,6 +141,9 @@ def divergence(s_logits: Tensor, t_logits: Tensor, kind: str = 'forward_kl', T: 
     T = float(T)
     if not T > 0: raise ValueError(f"temperature must be > 0, got {T}")
     if top_k < 0: raise ValueError(f"top_k must be >= 0 (0 = full vocabulary), got {top_k}")
+    if sample_k < 0 or (sample_k and (kind != 'forward_kl' or top_k)):
+        raise ValueError(f"sample_k={sample_k}: importance sampling needs sample_k >= 1 with divergence 'forward_kl' and top_k=0 "
+                         f"(got {kind!r}, top_k={top_k}); set sample_k=0 to compare full distributions")
     if reduction not in ('mean', 'sum', 'none'): raise ValueError(f"reduction {reduction!r}: use 'mean', 'sum' or 'none'")
     if chunk_size is not None and chunk_size < 1: raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
     lead, V = s_logits.shape[:-1], s_logits.shape[-1]
@@ -130,9 +152,11 @@ def divergence(s_logits: Tensor, t_logits: Tensor, kind: str = 'forward_kl', T: 
     if n == 0:  # no aligned positions in this batch: a zero that stays connected to the graph
         return s.float().sum() + t.float().sum() if reduction != 'none' else s.new_zeros(lead, dtype=torch.float32)
     args = (kind, T, beta, top_k)
-    if chunk_size is None or n <= chunk_size: rows = _rows(s, t, *args)
-    elif torch.is_grad_enabled() and (s.requires_grad or t.requires_grad): rows = _ChunkedRows.apply(s, t, *args, chunk_size)
-    else: rows = torch.cat([_rows(s[i:i + chunk_size], t[i:i + chunk_size], *args) for i in range(0, n, chunk_size)])
+    u = torch.rand(n, sample_k, device=s.device) if sample_k else None     # drawn once: chunks and backward reuse them
+    if chunk_size is None or n <= chunk_size: rows = _rows(s, t, *args, u)
+    elif torch.is_grad_enabled() and (s.requires_grad or t.requires_grad): rows = _ChunkedRows.apply(s, t, *args, chunk_size, u)
+    else: rows = torch.cat([_rows(s[i:i + chunk_size], t[i:i + chunk_size], *args, None if u is None else u[i:i + chunk_size])
+                            for i in range(0, n, chunk_size)])
     rows = rows * T ** TEMPERATURE_POWER[kind]
     if reduction == 'mean': return rows.mean()
     if reduction == 'sum': return rows.sum()

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 # %% auto #0
 __all__ = ['perplexity', 'bits_per_byte', 'boundary_token_id', 'forward_logits', 'nll_from_logits', 'token_nll', 'eval_mode',
-           'common_space', 'agreement_counts', 'loss_record', 'mean_loss_records', 'preserved_rng', 'evaluate',
-           'eval_records', 'eval_kwargs']
+           'common_space', 'agreement_counts', 'bucket_log_probs', 'agreement_rows', 'bpb_interval', 'loss_record',
+           'mean_loss_records', 'preserved_rng', 'row_nll', 'teacher_rows', 'evaluate', 'eval_records', 'eval_kwargs']
 
 # %% ../nbs/30_evaluate.ipynb #6d9c41f5
 def perplexity(mean_nll: float) -> float:
@@ -138,6 +138,45 @@ def agreement_counts(s: Tensor, t: Tensor, k: int = 5) -> tuple[int, float]:
     overlap = (sk[:, :, None] == tk[:, None, :]).any(-1).sum(-1).double() / k
     return top1, float(overlap.sum())
 
+# %% ../nbs/30_evaluate.ipynb #810b3786
+def bucket_log_probs(logits: Tensor, idx: Tensor | None, V: int | None = None) -> Tensor:
+    "Float32 log-probabilities `[P, S+1]` of the columns `idx` plus one bucket for all other real columns (`[P, V]` when `idx` is None)."
+    V = V or logits.shape[-1]
+    lp = torch.log_softmax(logits[:, :V].float(), -1)
+    if idx is None: return lp
+    idx = idx.to(lp.device)
+    rest = lp.index_fill(-1, idx, float('-inf')).logsumexp(-1, keepdim=True)
+    return torch.cat([lp.index_select(-1, idx), rest.clamp_min(math.log(torch.finfo(torch.float32).tiny))], -1)
+
+def agreement_rows(s_P: Tensor, t_P: Tensor, shared: tuple[Tensor, Tensor] | None = None, s_vocab: int | None = None,
+                   t_vocab: int | None = None, confident: float = 0.5) -> dict[str, Tensor]:
+    "Per aligned pair: `kl` (teacher || student over shared tokens + rest bucket, nats), `confident` (teacher's top shared prob >= `confident`), `hit` (same argmax over the shared tokens)."
+    if shared is None and (s_vocab or s_P.shape[-1]) != (t_vocab or t_P.shape[-1]):
+        raise ValueError(_NO_SHARED.format(Vs=s_vocab or s_P.shape[-1], Vt=t_vocab or t_P.shape[-1]))
+    s_idx, t_idx = shared if shared is not None else (None, None)
+    ls, lt = bucket_log_probs(s_P, s_idx, s_vocab), bucket_log_probs(t_P.to(s_P.device), t_idx, t_vocab)
+    pt = lt.exp()
+    kl = (pt * torch.where(pt > 0, lt - ls, 0.0)).sum(-1)
+    named = slice(None, -1) if shared is not None else slice(None)        # the bucket is not a token
+    top_t = lt[:, named].max(-1)
+    return dict(kl=kl, confident=top_t.values.exp() >= confident, hit=ls[:, named].argmax(-1) == top_t.indices)
+
+# %% ../nbs/30_evaluate.ipynb #b713c487
+def bpb_interval(nll, n_bytes, baseline=None, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    "Bootstrap (over blocks) percentile interval of bits per byte `sum(nll)/(ln2·sum(bytes))`, or of `bpb(nll) - bpb(baseline)`."
+    nll, nb = np.asarray(nll, np.float64), np.asarray(n_bytes, np.float64)
+    if nll.shape != nb.shape or nll.ndim != 1: raise ValueError(f"nll {nll.shape} and n_bytes {nb.shape} must be two equal 1-d per-block lists")
+    if len(nll) < 2: raise ValueError(f"an interval needs at least 2 blocks, got {len(nll)}: evaluate on more held-out blocks")
+    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level}")
+    if baseline is not None:
+        base = np.asarray(baseline, np.float64)
+        if base.shape != nll.shape: raise ValueError(f"baseline {base.shape} must be per block like nll {nll.shape}: the same blocks")
+        nll = nll - base
+    idx = np.random.default_rng(seed).integers(0, len(nll), (n_boot, len(nll)))
+    stats = nll[idx].sum(1) / (math.log(2) * nb[idx].sum(1))
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
 # %% ../nbs/30_evaluate.ipynb #43457897
 def _num(x) -> float:
     return float(x.detach().float().item()) if isinstance(x, Tensor) else float(x)
@@ -180,6 +219,23 @@ def preserved_rng():
         random.setstate(py); np.random.set_state(npy); torch.set_rng_state(cpu)
         if cuda is not None: torch.cuda.set_rng_state_all(cuda)
 
+# %% ../nbs/30_evaluate.ipynb #7bd509ed
+def row_nll(logits: Tensor, ids: Tensor, mask: Tensor, prefix: int | None, V: int | None) -> tuple[list[float], int]:
+    "Summed NLL (nats) of each row of a batch (`nll_from_logits` row by row) and the number of scored tokens."
+    out, n = [], 0
+    for r in range(len(ids)):
+        tot, k = nll_from_logits(logits[r:r + 1], ids[r:r + 1], mask[r:r + 1], prefixed=prefix is not None, vocab_size=V, ignore_id=prefix)
+        out.append(tot); n += k
+    return out, n
+
+def teacher_rows(teacher: nn.Module, b: Mapping[str, Tensor], t_prefix: int | None = None, t_vocab: int | None = None,
+                 autocast_dtype: torch.dtype | None = None) -> tuple[list[float], int, Tensor]:
+    "What `evaluate` needs from the teacher for batch `b`: per-row NLL sums, scored tokens, and logit rows at the aligned pairs."
+    t_lg = forward_logits(teacher, b['t_ids'], b['t_mask'], prefix_id=t_prefix, autocast_dtype=autocast_dtype)
+    rows, n = row_nll(t_lg, b['t_ids'], b['t_mask'], t_prefix, t_vocab)
+    pb = b['pair_b'].to(t_lg.device)
+    return rows, n, t_lg[pb, b['pair_t'].to(t_lg.device) + (t_prefix is not None)]
+
 # %% ../nbs/30_evaluate.ipynb #a974d93a
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
@@ -191,12 +247,13 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
              s_vocab: int | None = None, t_vocab: int | None = None,
              s_prefix: int | None = None, t_prefix: int | None = None,
              autocast_dtype: torch.dtype | None = None, modules: Iterable[nn.Module] = (),
-             progress: bool = False) -> dict:
-    "Bits per byte, perplexity, agreement on aligned pairs and the training loss of `teacher` and `student` over `batches`."
+             progress: bool = False, teacher_fn: Callable | None = None, confident: float = 0.5) -> dict:
+    "Bits per byte (with intervals), perplexity, agreement and KL on aligned pairs, and the training loss of `teacher` and `student` over `batches`."
     if shared is None and s_vocab and t_vocab and s_vocab != t_vocab:     # fail before any forward pass
         raise ValueError(_NO_SHARED.format(Vs=s_vocab, Vt=t_vocab))
-    acc = dict(t_nll=0.0, t_n=0, s_nll=0.0, s_n=0, bytes=0, pairs=0, top1=0, topk=0.0, batches=0)
-    losses = []
+    acc = dict(t_nll=0.0, t_n=0, s_nll=0.0, s_n=0, bytes=0, pairs=0, top1=0, topk=0.0, batches=0, kl=0.0, conf=0, conf_hit=0)
+    rows, losses = dict(t_nll=[], s_nll=[], bytes=[]), []
+    teacher_fn = teacher_fn or (lambda b: teacher_rows(teacher, b, t_prefix, t_vocab, autocast_dtype))
     in_eval = [teacher, student, *modules, *([loss_fn] if isinstance(loss_fn, nn.Module) else [])]
     with preserved_rng(), eval_mode(*in_eval):
         it = batches
@@ -204,20 +261,21 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
             from tqdm.auto import tqdm
             it = tqdm(batches, desc='eval', leave=False)
         for b in it:
-            t_lg = forward_logits(teacher, b['t_ids'], b['t_mask'], prefix_id=t_prefix, autocast_dtype=autocast_dtype)
+            t_rows, t_n, t_P = teacher_fn(b)
             s_lg = forward_logits(student, b['s_ids'], b['s_mask'], prefix_id=s_prefix, autocast_dtype=autocast_dtype)
-            for key, lg, ids, mask, pre, V in (('t', t_lg, b['t_ids'], b['t_mask'], t_prefix, t_vocab),
-                                               ('s', s_lg, b['s_ids'], b['s_mask'], s_prefix, s_vocab)):
-                tot, n = nll_from_logits(lg, ids, mask, prefixed=pre is not None, vocab_size=V, ignore_id=pre)
-                acc[f'{key}_nll'] += tot; acc[f'{key}_n'] += n
+            s_rows, s_n = row_nll(s_lg, b['s_ids'], b['s_mask'], s_prefix, s_vocab)
+            for key, rs, n in (('t', t_rows, t_n), ('s', s_rows, s_n)):
+                rows[f'{key}_nll'] += rs; acc[f'{key}_nll'] += math.fsum(rs); acc[f'{key}_n'] += n
             pb = b['pair_b'].to(s_lg.device)
             s_P = s_lg[pb, b['pair_s'].to(s_lg.device) + (s_prefix is not None)]
-            t_P = t_lg[pb.to(t_lg.device), b['pair_t'].to(t_lg.device) + (t_prefix is not None)]
             if len(pb):
                 h1, hk = agreement_counts(*common_space(s_P, t_P, shared, s_vocab, t_vocab), k=5)
-                acc['top1'] += h1; acc['topk'] += hk
+                ag = agreement_rows(s_P, t_P, shared, s_vocab, t_vocab, confident)
+                acc['top1'] += h1; acc['topk'] += hk; acc['kl'] += float(ag['kl'].double().sum())
+                acc['conf'] += int(ag['confident'].sum()); acc['conf_hit'] += int((ag['confident'] & ag['hit']).sum())
+            rows['bytes'] += b['n_bytes'].tolist()
             acc['pairs'] += len(pb); acc['bytes'] += int(b['n_bytes'].sum()); acc['batches'] += 1
-            del t_lg, s_lg, s_P, t_P
+            del s_lg, s_P, t_P
             if loss_fn is not None:
                 with _autocast(_device(student), autocast_dtype): losses.append(loss_record(loss_fn(b)))
     if acc['batches'] == 0: raise ValueError("evaluate got no batches: check the evaluation split is not empty")
@@ -226,9 +284,13 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
     for who, key in (('teacher', 't'), ('student', 's')):
         nll = _ratio(acc[f'{key}_nll'], acc[f'{key}_n'])
         out[who] = dict(nll=nll, ppl=perplexity(nll) if nll is not None else None,
-                        bpb=bits_per_byte(acc[f'{key}_nll'], acc['bytes']), sum_nll=acc[f'{key}_nll'], n_tokens=acc[f'{key}_n'])
+                        bpb=bits_per_byte(acc[f'{key}_nll'], acc['bytes']), sum_nll=acc[f'{key}_nll'], n_tokens=acc[f'{key}_n'],
+                        bpb_ci=list(bpb_interval(rows[f'{key}_nll'], rows['bytes'])) if len(rows['bytes']) > 1 else None)
     out['student'].update(top1=_ratio(acc['top1'], acc['pairs']), top5=_ratio(acc['topk'], acc['pairs']),
+                          kd_shared=_ratio(acc['kl'], acc['pairs']), top1_confident=_ratio(acc['conf_hit'], acc['conf']),
+                          confident_share=_ratio(acc['conf'], acc['pairs']),
                           kd=loss['kd']['raw'] if loss and 'kd' in loss else None, loss=loss)
+    out['blocks'] = rows                                    # per block (batch row): NLL sums and bytes, for paired intervals
     return out
 
 # %% ../nbs/30_evaluate.ipynb #5b53bf7f

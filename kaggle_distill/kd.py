@@ -21,10 +21,13 @@ class KD(nn.Module):
     "Base of the cross-vocabulary KD losses: `forward(s_logits_P, t_logits_P, t_hidden_P, temperature) -> scalar`."
     method = 'base'
 
-    def __init__(self, n_s: int, n_t: int, kind: str = 'forward_kl', beta: float = 0.5, top_k: int = 0):
+    def __init__(self, n_s: int, n_t: int, kind: str = 'forward_kl', beta: float = 0.5, top_k: int = 0, sample_k: int = 0):
         super().__init__()
         if kind not in ROW_DIVERGENCES: raise ValueError(f"unknown divergence {kind!r}; use one of {', '.join(ROW_DIVERGENCES)}")
-        self.n_s, self.n_t, self.kind, self.beta, self.top_k = int(n_s), int(n_t), kind, beta, int(top_k)
+        if sample_k and self.method not in ('same_tokenizer', 'shared_vocab'):
+            raise ValueError(f"sample_k (importance-sampled teacher tokens) works with kd_method 'same_tokenizer' or 'shared_vocab', "
+                             f"not {self.method!r}; set loss.sample_k=0")
+        self.n_s, self.n_t, self.kind, self.beta, self.top_k, self.sample_k = int(n_s), int(n_t), kind, beta, int(top_k), int(sample_k)
 
     def _cut(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         "Keep the first `n_s` / `n_t` logit columns: padding rows of an embedding never get probability."
@@ -47,7 +50,7 @@ class SameTokenizerKD(KD):
 
     def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0) -> Tensor:
         s, t = self._cut(s_logits, t_logits)
-        return divergence(s, t, self.kind, temperature, self.beta, self.top_k)
+        return divergence(s, t, self.kind, temperature, self.beta, self.top_k, sample_k=self.sample_k)
 
 # %% ../nbs/14_kd.ipynb #e4a0330d
 class SharedVocabKD(KD):
@@ -55,8 +58,8 @@ class SharedVocabKD(KD):
     method = 'shared_vocab'
 
     def __init__(self, s_idx: Tensor, t_idx: Tensor, n_s: int, n_t: int, kind: str = 'forward_kl', beta: float = 0.5,
-                 top_k: int = 0):
-        super().__init__(n_s, n_t, kind, beta, top_k)
+                 top_k: int = 0, sample_k: int = 0):
+        super().__init__(n_s, n_t, kind, beta, top_k, sample_k)
         if len(s_idx) != len(t_idx) or len(s_idx) < 2:
             raise ValueError(f"shared_vocab needs at least 2 shared tokens, got {len(s_idx)}: use kd_method 'uld' or 'projector'")
         if int(s_idx.max()) >= n_s or int(t_idx.max()) >= n_t: raise ValueError("shared token ids beyond the vocabularies")
@@ -65,7 +68,7 @@ class SharedVocabKD(KD):
 
     def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0) -> Tensor:
         s, t = self._cut(s_logits, t_logits)
-        return divergence(s[..., self.s_idx], t[..., self.t_idx], self.kind, temperature, self.beta, self.top_k)
+        return divergence(s[..., self.s_idx], t[..., self.t_idx], self.kind, temperature, self.beta, self.top_k, sample_k=self.sample_k)
 
 # %% ../nbs/14_kd.ipynb #1d9f1dfb
 def _uld_rows(s: Tensor, t: Tensor, T: float, top_k: int) -> Tensor:
@@ -163,9 +166,15 @@ class ProjectorKD(KD):
         s, t = self._cut(s_logits, t_logits)
         if self.training and not bool(self.calibrated) and len(t_hidden): self.calibrate(t_hidden, t)
         p = self.projector(t_hidden, self._student_head())[..., :self.n_s]
-        student = divergence(s, p.detach(), self.kind, temperature, self.beta, self.top_k)
         ground = divergence(p[..., self.s_idx], t[..., self.t_idx], self.kind, temperature, self.beta, self.top_k)
-        return student + ground
+        student = divergence(s, p.detach(), self.kind, temperature, self.beta, self.top_k)
+        return self.fidelity(ground, t[..., self.t_idx], temperature) * student + ground
+
+    @torch.no_grad()
+    def fidelity(self, ground: Tensor, t_shared: Tensor, temperature: float = 1.0) -> Tensor:
+        "Share of the teacher's information the projection carries on the shared tokens: 1 - D(teacher||proj) / D(teacher||uniform), in [0, 1]."
+        uniform = divergence(torch.zeros_like(t_shared), t_shared, self.kind, temperature, self.beta, self.top_k)
+        return (1 - ground.detach() / uniform.clamp_min(1e-8)).clamp(0, 1)
 
 def make_projector_kd(cfg_loss, student_tok, teacher_tok, student_model, teacher_model) -> ProjectorKD:
     "A `ProjectorKD` sized and initialised (`cfg_loss.projector_init`) from the two models' output heads."
@@ -186,7 +195,7 @@ def make_kd(cfg_loss, student_tok, teacher_tok, student_model=None, teacher_mode
     "The KD loss module selected by `cfg_loss.kd_method` for these tokenizers (and models, for the projector)."
     m = cfg_loss.kd_method
     n_s, n_t = len(student_tok), len(teacher_tok)
-    common = dict(kind=cfg_loss.divergence, beta=cfg_loss.beta, top_k=cfg_loss.top_k)
+    common = dict(kind=cfg_loss.divergence, beta=cfg_loss.beta, top_k=cfg_loss.top_k, sample_k=getattr(cfg_loss, 'sample_k', 0))
     if m == 'same_tokenizer':
         if not same_vocabulary(student_tok, teacher_tok):
             raise ValueError(f"kd_method 'same_tokenizer' needs one vocabulary, but the student has {n_s:,} ids and the "
@@ -196,5 +205,10 @@ def make_kd(cfg_loss, student_tok, teacher_tok, student_model=None, teacher_mode
         s_idx, t_idx = shared_token_pairs(student_tok, teacher_tok)
         return (SharedVocabKD if m == 'shared_vocab' else HybridKD)(s_idx, t_idx, n_s, n_t, **common)
     if m == 'uld': return ULDKD(n_s, n_t, **common)
+    if common['sample_k'] and m not in ('same_tokenizer', 'shared_vocab'):
+        raise ValueError(f"loss.sample_k={cfg_loss.sample_k} works with kd_method 'same_tokenizer' or 'shared_vocab', not {m!r}; set loss.sample_k=0")
     if m == 'projector': return make_projector_kd(cfg_loss, student_tok, teacher_tok, student_model, teacher_model)
-    raise ValueError(f"unknown kd_method {m!r}; use one of 'projector', 'shared_vocab', 'uld', 'hybrid', 'same_tokenizer'")
+    if m == 'retok':
+        from kaggle_distill.retokenize import make_retok_kd
+        return make_retok_kd(cfg_loss, student_tok, teacher_tok)
+    raise ValueError(f"unknown kd_method {m!r}; use one of 'projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'same_tokenizer'")

@@ -1,0 +1,269 @@
+"""Does distillation pay? The same student, from the same seed, on the same batches: LM only vs each KD method.
+
+    python bench/kd_vs_lm.py                                   # cpu-demo pair, Shakespeare, 100 steps, seeds 0 1 2
+    python bench/kd_vs_lm.py --steps 300 --seeds 0 --arms lm retok
+    python bench/kd_vs_lm.py --report a.json b.json            # the tables of saved results (e.g. seeds run in parallel)
+
+Per arm and seed: held-out bits/byte before and after training with a 95 % bootstrap interval over held-out blocks,
+the difference to the LM-only arm of the same seed on the same blocks (paired interval), the share of the
+before -> teacher gap closed, training wall time, tokens/s, and the teacher-free agreement measures of
+`kaggle_distill.evaluate` (`kd_shared`, `top1_confident`). Across seeds: the mean difference to LM only, the
+interval of the per-block paired differences pooled over seeds, and how many seeds the arm wins.
+
+Equal steps: every arm runs `--steps` optimizer steps. Equal wall time (`--equal-wall ARM`): one more LM-only run
+whose step count is chosen so that it trains as long as ARM did (teacher time included).
+
+Speed: every arm of a seed sees the same batches in the same order (the loader is seeded by the run's seed), so the
+teacher's last hidden states at the aligned pairs are computed once per batch and reused; the logits are recomputed
+from them by the teacher's head exactly as `kaggle_distill.trainer.teacher_at_pairs` does (the same operation on the
+same tensor: bit-identical). Terms that need more of the teacher (feature, attention) call it directly. The time the
+teacher took on a batch is charged to every arm that used it, so wall times are those of uncached runs.
+"""
+from __future__ import annotations
+import argparse, hashlib, json, math, sys, time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+AUX_OFF = ['loss.weights.feature=0', 'loss.weights.attention=0', 'loss.weights.contrastive=0']
+T1 = ['loss.temperature.start=1', 'loss.temperature.end=1']
+ARMS = {  # name -> overrides on top of the preset (and --set)
+    'lm': ['loss.weights.kd=0', *AUX_OFF],
+    'default': [],                                           # the library's defaults as they are
+    'shared_vocab': ['loss.kd_method=shared_vocab', *AUX_OFF],
+    'hybrid': ['loss.kd_method=hybrid', *AUX_OFF],
+    'uld': ['loss.kd_method=uld', *AUX_OFF],
+    'projector': ['loss.kd_method=projector', *AUX_OFF],
+    'retok': ['loss.kd_method=retok', *AUX_OFF],
+    'retok_T1': ['loss.kd_method=retok', 'loss.weights.kd=1', *T1, *AUX_OFF],
+    'retok_kd_only': ['loss.kd_method=retok', 'loss.weights.lm=0', 'loss.weights.kd=1', *T1, *AUX_OFF],
+    'shared_vocab_kd_only': ['loss.kd_method=shared_vocab', 'loss.weights.lm=0', 'loss.weights.kd=1', *T1, *AUX_OFF],
+}
+
+
+def batch_key(b: dict) -> str:
+    "A content hash of the teacher's side of a batch (ids, mask, pairs)."
+    h = hashlib.blake2b(digest_size=16)
+    for k in ('t_ids', 't_mask', 'pair_b', 'pair_t'): h.update(k.encode()); h.update(b[k].cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+class TeacherCache:
+    "The teacher's hidden states at the pairs per training batch, and its evaluation rows per held-out batch."
+    def __init__(self, folder: str | None = None):
+        self.train, self.train_s, self.eval = {}, {}, {}
+        self.charged = 0.0          # teacher seconds charged to the current arm
+        self.folder = Path(folder) if folder else None   # optional: entries kept on disk for later runs
+
+    def _load(self, kind: str, key: str):
+        f = self.folder / f'{kind}-{key}.pt' if self.folder else None
+        return torch.load(f) if f is not None and f.exists() else None
+
+    def _save(self, kind: str, key: str, value):
+        if self.folder:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f'.{kind}-{key}.tmp'; torch.save(value, tmp); tmp.replace(self.folder / f'{kind}-{key}.pt')
+
+    def install(self):
+        "Route `kaggle_distill.trainer.teacher_at_pairs` through the cache."
+        import kaggle_distill.trainer as tr
+        from kaggle_distill.models import real_logits
+        orig = self.orig = tr.__dict__.get('_uncached_teacher_at_pairs', tr.teacher_at_pairs)
+        tr._uncached_teacher_at_pairs = orig
+
+        def cached(run, b, hidden=False, attentions=False):
+            if hidden or attentions:
+                t0 = time.perf_counter(); out = orig(run, b, hidden, attentions); self.charged_direct += time.perf_counter() - t0
+                return out
+            key = batch_key(b)
+            if key not in self.train and (hit := self._load('train', key)) is not None:
+                self.train[key], self.train_s[key] = hit['h'], hit['s']
+                self.charged += hit['s']
+            elif key not in self.train:
+                t0 = time.perf_counter()
+                _, h, _ = orig(run, b)
+                self.train[key], self.train_s[key] = h.detach().clone(), time.perf_counter() - t0
+                self._save('train', key, {'h': self.train[key], 's': self.train_s[key]})
+            else: self.charged += self.train_s[key]                # the time the teacher forward would have taken
+            h = self.train[key]
+            with torch.no_grad():
+                logits = real_logits(run.teacher.get_output_embeddings()(h), len(run.t_tok)).float()
+            return logits, h, None
+        tr.teacher_at_pairs = cached
+        self.charged_direct = 0.0
+
+    def teacher_fn(self, teacher, t_prefix, t_vocab):
+        "An `evaluate(teacher_fn=...)`: per-row NLL, token count and logits at the pairs, the forward pass run once per batch."
+        from kaggle_distill.evaluate import row_nll
+        head = teacher.get_output_embeddings()
+
+        @torch.no_grad()
+        def fn(b):
+            key = batch_key(b)
+            if key not in self.eval and (hit := self._load('eval', key)) is not None: self.eval[key] = hit
+            if key not in self.eval:
+                ids, mask = b['t_ids'], b['t_mask']
+                if t_prefix is not None:
+                    ids = torch.cat([ids.new_full((len(ids), 1), t_prefix), ids], 1)
+                    mask = torch.cat([mask.new_ones((len(mask), 1)), mask], 1)
+                hid = teacher.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+                rows, n = row_nll(head(hid), b['t_ids'], b['t_mask'], t_prefix, t_vocab)
+                self.eval[key] = (rows, n, hid[b['pair_b'], b['pair_t'] + (t_prefix is not None)].clone())
+                self._save('eval', key, self.eval[key])
+            rows, n, h = self.eval[key]
+            return rows, n, head(h)[:, :t_vocab].float()
+        return fn
+
+
+def run_arm(name: str, overrides: list, args, cache: TeacherCache, seed: int, steps: int, want_before: bool) -> dict:
+    "Train one arm for `steps` optimizer steps from seed `seed`; evaluate before (optionally) and after."
+    from kaggle_distill.config import load_config
+    from kaggle_distill.trainer import build_run, make_optimizer, optimizer_step
+    from kaggle_distill.evaluate import evaluate, eval_kwargs
+    ov = [f'train.seed={seed}', f'train.steps={steps}', f'data.source={args.corpus}', f'data.eval_max_blocks={args.eval_blocks}',
+          'train.device=cpu', *args.set, *overrides]
+    cfg = load_config(args.preset, overrides=ov)
+    run = build_run(cfg)
+    ekw = eval_kwargs(run.s_tok, run.t_tok)
+    tfn = cache.teacher_fn(run.teacher, ekw['t_prefix'], ekw['t_vocab'])
+    ev = lambda: evaluate(run.teacher, run.student, run.eval_batches, teacher_fn=tfn, **ekw)
+    before = ev() if want_before else None
+    opt, sched = make_optimizer(run.student, run.learnable(), cfg.train)
+    scaler = torch.amp.GradScaler('cpu', enabled=False)
+    stream = run.train_loader.forever()
+    cache.charged = cache.charged_direct = 0.0
+    t0, tokens, step, skipped = time.perf_counter(), 0, 0, 0
+    while step < steps:
+        r = optimizer_step(run, opt, sched, scaler, [next(stream) for _ in range(cfg.train.grad_accum)], step)
+        if r.skipped: skipped += 1; continue
+        step += 1; tokens += r.tokens
+    wall = time.perf_counter() - t0 + cache.charged
+    after = ev()
+    return dict(arm=name, seed=seed, steps=steps, overrides=overrides, wall_s=wall, tokens=tokens, tok_per_s=tokens / wall,
+                skipped=skipped, before=before, after=after, kd_method=cfg.loss.kd_method,
+                eval_blocks=len(after['blocks']['bytes']))
+
+
+def bpb_of(ev, who='student'): return ev[who]['bpb']
+
+
+def seed_rows(results: list[dict]) -> list[dict]:
+    "Per (seed, arm): the numbers of the table, with the paired difference to the LM-only arm of that seed."
+    from kaggle_distill.evaluate import bpb_interval
+    out = []
+    for seed in sorted({r['seed'] for r in results}):
+        rs = [r for r in results if r['seed'] == seed]
+        lm = next((r for r in rs if r['arm'] == 'lm'), None)
+        before = next(r['before'] for r in rs if r['before'] is not None)
+        teacher = before['teacher']['bpb']
+        for r in rs:
+            a, blk = r['after'], r['after']['blocks']
+            row = dict(seed=seed, arm=r['arm'], steps=r['steps'], before=bpb_of(before), before_ci=before['student']['bpb_ci'],
+                       after=bpb_of(a), after_ci=a['student']['bpb_ci'], teacher=teacher,
+                       gap_closed=(bpb_of(before) - bpb_of(a)) / (bpb_of(before) - teacher),
+                       wall_s=r['wall_s'], tok_per_s=r['tok_per_s'], kd_shared=a['student']['kd_shared'],
+                       top1_conf=a['student']['top1_confident'], top1=a['student']['top1'])
+            if lm is not None and r is not lm and lm['after']['blocks']['bytes'] == blk['bytes']:
+                row['vs_lm'] = bpb_of(a) - bpb_of(lm['after'])
+                row['vs_lm_ci'] = list(bpb_interval(blk['s_nll'], blk['bytes'], baseline=lm['after']['blocks']['s_nll']))
+            out.append(row)
+    return out
+
+
+def pooled(results: list[dict]) -> dict:
+    "Per arm over seeds: mean after, mean difference to LM only and the interval of per-block differences pooled over seeds."
+    from kaggle_distill.evaluate import bpb_interval
+    out = {}
+    for arm in dict.fromkeys(r['arm'] for r in results):
+        d_nll, d_bytes, diffs, afters, walls = [], [], [], [], []
+        for r in (r for r in results if r['arm'] == arm):
+            afters.append(bpb_of(r['after'])); walls.append(r['wall_s'])
+            lm = next((x for x in results if x['arm'] == 'lm' and x['seed'] == r['seed'] and x['steps'] == r['steps']), None)
+            if lm is None or arm == 'lm' or lm['after']['blocks']['bytes'] != r['after']['blocks']['bytes']: continue
+            d_nll += list(np.subtract(r['after']['blocks']['s_nll'], lm['after']['blocks']['s_nll'])); d_bytes += r['after']['blocks']['bytes']
+            diffs.append(bpb_of(r['after']) - bpb_of(lm['after']))
+        row = dict(seeds=len(afters), after=float(np.mean(afters)), after_sd=float(np.std(afters, ddof=1)) if len(afters) > 1 else None,
+                   wall_s=float(np.mean(walls)))
+        if diffs:
+            row.update(vs_lm=float(np.mean(diffs)), vs_lm_ci=list(bpb_interval(d_nll, d_bytes)), wins=sum(d < 0 for d in diffs),
+                       vs_lm_seeds=diffs)
+        out[arm] = row
+    return out
+
+
+def fmt_ci(ci): return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ''
+
+
+def print_tables(results: list[dict], file=sys.stdout):
+    rows = seed_rows(results)
+    p = lambda *a: print(*a, file=file)
+    p("\nPer seed (held-out bits/byte, 95 % bootstrap intervals over blocks; vs LM: paired difference on the same blocks)")
+    p(f"| seed | arm | steps | before | after | vs LM only | gap closed | kd_shared | top1@conf | wall s | tok/s |")
+    p("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        vs = f"{r['vs_lm']:+.3f} {fmt_ci(r['vs_lm_ci'])}" if 'vs_lm' in r else '—'
+        p(f"| {r['seed']} | {r['arm']} | {r['steps']} | {r['before']:.3f} | {r['after']:.3f} {fmt_ci(r['after_ci'])} | {vs} | "
+          f"{r['gap_closed']:.1%} | {r['kd_shared']:.3f} | {r['top1_conf'] if r['top1_conf'] is None else format(r['top1_conf'], '.3f')} | "
+          f"{r['wall_s']:.0f} | {r['tok_per_s']:.0f} |")
+    teacher = rows[0]['teacher'] if rows else float('nan')
+    p(f"\nOver seeds (teacher {teacher:.3f} bits/byte; vs LM: mean over seeds, interval of per-block differences pooled over seeds)")
+    p("| arm | seeds | after (mean ± sd) | vs LM only | seeds won | wall s |")
+    p("|---|---|---|---|---|---|")
+    for arm, r in pooled(results).items():
+        sd = f" ± {r['after_sd']:.3f}" if r['after_sd'] is not None else ''
+        vs = f"{r['vs_lm']:+.3f} {fmt_ci(r['vs_lm_ci'])}" if 'vs_lm' in r else '—'
+        won = f"{r['wins']}/{len(r['vs_lm_seeds'])}" if 'vs_lm' in r else '—'
+        p(f"| {arm} | {r['seeds']} | {r['after']:.3f}{sd} | {vs} | {won} | {r['wall_s']:.0f} |")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog='Arms: ' + '; '.join(f"{k}: {' '.join(v) or '(library defaults)'}" for k, v in ARMS.items()))
+    ap.add_argument('--corpus', default='shakespeare', help='data.source: an asset corpus key or a local file/folder (default shakespeare)')
+    ap.add_argument('--preset', default='cpu-demo', help='the preset every arm starts from (default cpu-demo)')
+    ap.add_argument('--steps', type=int, default=100, help='optimizer steps per arm (default 100, the cpu-demo budget)')
+    ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='seeds (default 0 1 2)')
+    ap.add_argument('--arms', nargs='+', default=['lm', 'shared_vocab', 'hybrid', 'uld', 'projector', 'retok', 'retok_kd_only'],
+                    help=f'arms to run, in this order, interleaved per seed; known: {", ".join(ARMS)}; or NAME:key=v,key=v')
+    ap.add_argument('--set', nargs='*', default=[], help='overrides for every arm, e.g. loss.temperature.start=1')
+    ap.add_argument('--eval-blocks', type=int, default=128, help='held-out blocks evaluated (default 128)')
+    ap.add_argument('--equal-wall', default=None, help='also run LM only for as long as this arm trained (equal wall time)')
+    ap.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
+    ap.add_argument('--cache-dir', default=None, help="keep the teacher's cached outputs here for later runs (keyed by batch content)")
+    ap.add_argument('--out', default=None, help='write all results (JSON) here, updated after every arm')
+    ap.add_argument('--report', nargs='+', default=None, help='only print the tables of these saved result files')
+    args = ap.parse_args(argv)
+    if args.report:
+        results = [r for f in args.report for r in json.loads(Path(f).read_text())]
+        print_tables(results); return results
+    torch.set_num_threads(args.threads)
+    arms = {}
+    for a in args.arms:
+        name, _, extra = a.partition(':')
+        if name not in ARMS and not extra: ap.error(f"unknown arm {name!r}; known: {', '.join(ARMS)} (or NAME:key=v,key=v)")
+        arms[name] = ARMS.get(name, []) + [x for x in extra.split(',') if x]
+    cache, results, t_all = TeacherCache(args.cache_dir), [], time.perf_counter()
+    cache.install()
+    for seed in args.seeds:
+        cache.train.clear(); cache.train_s.clear()
+        for i, (name, ov) in enumerate(arms.items()):
+            r = run_arm(name, ov, args, cache, seed, args.steps, want_before=i == 0)
+            results.append(r)
+            print(f"seed {seed} {name}: {bpb_of(r['after']):.3f} bits/byte after {r['steps']} steps, {r['wall_s']:.0f} s", flush=True)
+            if args.out: Path(args.out).write_text(json.dumps(results))
+        if args.equal_wall:
+            ref = next(r for r in results if r['seed'] == seed and r['arm'] == args.equal_wall)
+            lm = next(r for r in results if r['seed'] == seed and r['arm'] == 'lm')
+            n = max(1, round(args.steps * ref['wall_s'] / lm['wall_s']))
+            r = run_arm(f'lm@wall({args.equal_wall})', ARMS['lm'], args, cache, seed, n, want_before=False)
+            results.append(r)
+            print(f"seed {seed} LM only for {n} steps ({r['wall_s']:.0f} s, as long as {args.equal_wall}): {bpb_of(r['after']):.3f}", flush=True)
+            if args.out: Path(args.out).write_text(json.dumps(results))
+    print_tables(results)
+    print(f"\nbench wall time: {time.perf_counter() - t_all:.0f} s")
+    return results
+
+
+if __name__ == '__main__':
+    main()
