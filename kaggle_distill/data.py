@@ -465,7 +465,8 @@ class ResumableLoader:
         "The batches of the rest of the current epoch."
         self.sampler.load_state_dict(dict(epoch=self.epoch, position=self.position, seed=self.sampler.seed))
         dl = torch.utils.data.DataLoader(self.blocks, batch_size=self.bs, sampler=self.sampler, collate_fn=self.collate,
-                                         drop_last=self.drop_last, num_workers=self.workers)
+                                         drop_last=self.drop_last, num_workers=self.workers,
+                                         generator=torch.Generator().manual_seed(self.sampler.seed))   # never draws from the global RNG
         for batch in dl:
             self.position += len(batch['n_bytes'])
             yield batch
