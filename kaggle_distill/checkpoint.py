@@ -16,10 +16,10 @@ from safetensors.torch import load_file, save_file
 
 # %% auto #0
 __all__ = ['TENSORS', 'META', 'MANIFEST', 'FORMAT', 'SESSION_START_ENV', 'RESERVE_DEFAULT_S', 'flatten_state', 'unflatten_state',
-           'capture_rng', 'restore_rng', 'CorruptCheckpoint', 'CheckpointWarning', 'sha256_file', 'fsync_path',
-           'checkpoint_step', 'save_checkpoint', 'verify_checkpoint', 'Checkpoint', 'load_checkpoint',
-           'list_checkpoints', 'find_latest_valid', 'find_latest', 'copy_checkpoint', 'save_state', 'StopSignal',
-           'process_start_time', 'session_start', 'SessionReserve']
+           'capture_rng', 'restore_rng', 'seed_everything', 'CorruptCheckpoint', 'CheckpointWarning', 'sha256_file',
+           'fsync_path', 'checkpoint_step', 'DiskFull', 'save_checkpoint', 'verify_checkpoint', 'Checkpoint',
+           'load_checkpoint', 'list_checkpoints', 'find_latest_valid', 'find_latest', 'copy_checkpoint', 'save_state',
+           'StopSignal', 'process_start_time', 'session_start', 'SessionReserve', 'RunBusy', 'RunLock']
 
 # %% ../nbs/21_checkpoint.ipynb #2b97e57e
 _TAGS = ('__tensor__', '__tuple__', '__items__', '__ndarray__', '__bytes__')
@@ -106,6 +106,10 @@ def restore_rng(d: dict) -> None:
     if len(cuda) > have:
         warnings.warn(f'restore_rng: the checkpoint has {len(cuda)} CUDA RNG states but this machine has {have} CUDA '
                       f'device(s); the other {len(cuda) - have} were not restored (the run goes on, not bit-identically)')
+
+def seed_everything(seed: int) -> None:
+    "Seed Python's `random`, NumPy's global generator, torch CPU and every CUDA device from `seed`."
+    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
 # %% ../nbs/21_checkpoint.ipynb #59293606
 TENSORS, META, MANIFEST = 'tensors.safetensors', 'meta.json', 'manifest.json'
@@ -205,6 +209,28 @@ def _check_json(obj, path: str = 'meta') -> None:
             _check_json(v, f'{path}[{k!r}]')
     else: raise TypeError(f'{path} is a {type(obj).__name__}, not JSON; tensors go in `tensors`, other objects through flatten_state')
 
+class DiskFull(OSError):
+    "Too little free space for a checkpoint; the message gives the space needed and the options."
+
+def _disk_full(folder: Path, step: int, need: int, free: int) -> DiskFull:
+    return DiskFull(f'disk full: {need / 1e9:.2f} GB needed for checkpoint step {step} in {folder} but {free / 1e9:.2f} GB '
+                    f'are free; the previous checkpoints are intact. Free space, keep fewer checkpoints '
+                    f'(train.keep_checkpoints=1), or write to another folder (run_dir=<folder on a larger disk>)')
+
+def _make_room(folder: Path, need: int, keep: int | None) -> int:
+    """Free bytes for a save of `need` bytes: when space is short, first delete the old checkpoints the save would prune
+    anyway, then the oldest ones, but never the newest (a rerun after a disk-full stop makes progress). Deletes nothing
+    when deleting all but the newest would still not make room."""
+    if (free := _free_bytes(folder)) >= need: return free
+    old = sorted((p for p in folder.iterdir() if checkpoint_step(p) is not None and p.is_dir()), key=checkpoint_step)
+    if free + sum(f.stat().st_size for p in old[:-1] for f in p.rglob('*') if f.is_file()) < need: return free
+    while free < need and len(old) > 1:
+        p = old.pop(0)
+        if keep is None or len(old) < keep - 1:       # not one the save would prune anyway
+            warnings.warn(f'disk space is short: removing the oldest checkpoint {p} before writing the next one', CheckpointWarning)
+        _discard(p); free = _free_bytes(folder)
+    return free
+
 def _prune(folder: Path, keep: int | None, new: Path) -> None:
     "Keep the `keep` checkpoints with the highest steps in `folder` (always including `new`); delete the others."
     if keep is None: return
@@ -251,9 +277,7 @@ def save_checkpoint(folder: str | os.PathLike, step: int, tensors: dict[str, tor
     unique, aliases = _prepare_tensors(tensors)
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     need = sum(t.numel() * t.element_size() for t in unique.values()) + len(meta_bytes) + (1 << 20)
-    if (free := _free_bytes(folder)) < need:
-        raise OSError(errno.ENOSPC, f'save_checkpoint: {need / 1e9:.2f} GB needed in {folder} but {free / 1e9:.2f} GB free; '
-                      'lower `keep` or free space (the previous checkpoints are untouched)')
+    if (free := _make_room(folder, need, keep)) < need: raise _disk_full(folder, step, need, free)
     _clean_stale(folder)
     final = folder / f'ckpt-{step:08d}'
     tmp = folder / f'.tmp-ckpt-{step:08d}-{os.getpid()}-{secrets.token_hex(3)}'
@@ -263,8 +287,10 @@ def save_checkpoint(folder: str | os.PathLike, step: int, tensors: dict[str, tor
         if final.exists(): _discard(final)      # re-saving a step replaces it
         os.rename(tmp, final)                   # the commit point
         fsync_path(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC: raise _disk_full(folder, step, need, _free_bytes(folder)) from None
+        raise
     _prune(folder, keep, final)
     return final
 
@@ -512,3 +538,28 @@ class SessionReserve:
         t0 = time.perf_counter()
         try: yield
         finally: self.record(kind, time.perf_counter() - t0)
+
+# %% ../nbs/21_checkpoint.ipynb #2a727dba
+from .config import ConfigError
+
+class RunBusy(ConfigError):
+    "Another live process holds the run folder's lock."
+
+class RunLock:
+    "Context manager: an exclusive OS lock on `folder/.lock` (created with its folder), held until exit or process death."
+    def __init__(self, folder: str | os.PathLike): self.path = Path(folder) / '.lock'
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, 'a+')
+        try: fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.f.seek(0); holder = self.f.read().strip() or 'unknown'; self.f.close()
+            raise RunBusy(f"run_dir {str(self.path.parent)!r} is in use by another trainer (pid {holder}); wait for it to "
+                          f"finish or stop it (kill {holder}), or train into another folder with run_dir=<folder>") from None
+        self.f.seek(0); self.f.truncate(); self.f.write(f'{os.getpid()}\n'); self.f.flush()
+        return self
+
+    def __exit__(self, *exc) -> None: self.f.close()
+

@@ -4,22 +4,24 @@
 
 # %% ../nbs/50_cli.ipynb #29cb359b
 from __future__ import annotations
-import argparse, sys
+import argparse, os, sys
 from pathlib import Path
 from .config import ConfigError, PRESETS, load_config, describe
 from .data import DataError
 from .assets import AssetMissing
 
 # %% auto #0
-__all__ = ['EXIT_CODES', 'EXIT_HELP', 'train_status', 'make_parser', 'main']
+__all__ = ['EXIT_CODES', 'DEBUG_ENV', 'EXIT_HELP', 'train_status', 'make_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #474cfd89
 EXIT_CODES = {'finished': 0, 'internal error': 1, 'bad input': 2, 'paused': 3, 'failed': 4}
+DEBUG_ENV = 'KAGGLE_DISTILL_DEBUG'   # set to 1 to see the traceback of bad-input errors (as --debug does)
 
 EXIT_HELP = """exit status:
   0  finished: the run reached its last step (or stopped early); report.md is final
   3  paused: the time budget (or SIGTERM) stopped it with a checkpoint; run the same command again to resume
-  2  bad input: configuration, data or an offline asset; nothing was trained
+  2  bad input: configuration, files, folders, data, models, devices, a busy run folder or a full disk;
+     one message on stderr says what and how to fix it (--debug shows the traceback)
   4  training failed: too many consecutive non-finite steps; the last good checkpoint is kept
   1  internal error: an unexpected exception (traceback above)"""
 
@@ -44,6 +46,7 @@ def make_parser() -> argparse.ArgumentParser:
     "The argument parser of `kaggle-distill`."
     p = argparse.ArgumentParser(prog='kaggle-distill', description='Cross-tokenizer distillation of a large LM into a small one.')
     p.add_argument('--version', action='version', version=f'kaggle-distill {_version()}')
+    p.add_argument('--debug', action='store_true', help=f'show the traceback of bad-input errors too (or set {DEBUG_ENV}=1)')
     sub = p.add_subparsers(dest='cmd', required=True)
     t = sub.add_parser('train', help='train (resuming from the newest valid checkpoint), evaluate, write the report',
                        epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,9 +65,19 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/50_cli.ipynb #7501e7ad
+def _bad_input_errors() -> tuple:
+    "The exceptions that mean the user's input (or disk) is at fault; each module raises them where the input enters."
+    from kaggle_distill.checkpoint import DiskFull
+    return (ConfigError, DataError, AssetMissing, DiskFull)
+
+def _check_report_dir(run_dir: Path):
+    if not run_dir.is_dir():
+        raise ConfigError(f"report: {str(run_dir)!r} is not a folder; give the run_dir of a run (the folder holding metrics.jsonl)")
+
 def main(argv=None) -> int:
     "Entry point of the `kaggle-distill` console script; its exit status is one of `EXIT_CODES`."
     args = make_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, '') not in ('', '0')
     try:
         if args.cmd in ('train', 'config'):
             cfg = load_config(args.preset, args.config, args.overrides)
@@ -74,6 +87,7 @@ def main(argv=None) -> int:
             return EXIT_CODES[train_status(train(cfg))]
         elif args.cmd == 'report':
             from kaggle_distill.report import write_report
+            _check_report_dir(args.run_dir)
             print(write_report(args.run_dir))
         elif args.cmd == 'prepare-assets':
             from kaggle_distill.assets import prepare_assets
@@ -81,7 +95,8 @@ def main(argv=None) -> int:
         elif args.cmd == 'kaggle':
             from kaggle_distill.kaggle import prepare_kaggle
             print(prepare_kaggle(args.user, args.out, args.preset))
-    except (ConfigError, DataError, AssetMissing) as e:
+    except _bad_input_errors() as e:                     # anything else is a bug: its traceback is shown
+        if debug: raise
         print(f'kaggle-distill: {e}', file=sys.stderr); return EXIT_CODES['bad input']
     return 0
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #3f8d93f0
 from __future__ import annotations
-import dataclasses, difflib, json, math, typing
+import dataclasses, difflib, json, math, re, typing
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 
@@ -224,6 +224,8 @@ def _weights_from_dict(data, prefix: str, errors: list) -> dict:
     return out
 
 # %% ../nbs/00_config.ipynb #2f04f42c
+_DEVICE = re.compile(r'auto|cpu|cuda(:\d+)?')
+
 def _cross_checks(cfg: Config, errors: list):
     "Rules that involve more than one field."
     for name, s in [('loss.temperature', cfg.loss.temperature)] + [(f'loss.weights.{k}', v) for k, v in cfg.loss.weights.items()]:
@@ -235,6 +237,15 @@ def _cross_checks(cfg: Config, errors: list):
                       f"active_from={t.active_from}); e.g. loss.temperature.start=2.0 loss.temperature.end=1.5")
     if all(s.is_off for s in cfg.loss.weights.values()):
         errors.append("loss.weights: every loss weight is 0, so nothing would be trained; set e.g. loss.weights.lm=1.0")
+    if not cfg.run_dir.strip():
+        errors.append("run_dir: empty; name the folder for checkpoints and metrics, e.g. run_dir=runs/my-run")
+    if not cfg.data.source.strip():
+        errors.append("data.source: empty; give an asset corpus (e.g. shakespeare), a .txt/.jsonl/.parquet file or folder, "
+                      "or 'hf:name/config'")
+    for key in ('device', 'teacher_device'):
+        if not _DEVICE.fullmatch(v := getattr(cfg.train, key)):
+            errors.append(f"train.{key}: {v!r} is not a device{_suggest(v, ['auto', 'cpu', 'cuda', 'cuda:0'])}; "
+                          f"use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if cfg.student.name == '' or cfg.teacher.name == '':
         errors.append("teacher.name / student.name: both models must be named (asset key, folder or hub id)")
     if cfg.loss.kd_method == 'same_tokenizer' and (cfg.student.tokenizer or cfg.student.name) != (cfg.teacher.tokenizer or cfg.teacher.name):
@@ -322,7 +333,10 @@ def read_config_file(path) -> dict:
     import yaml
     p = Path(path)
     if not p.is_file(): raise ConfigError(f"config file {str(p)!r} does not exist")
-    text = p.read_text(encoding='utf-8')
+    try: text = p.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte offset {e.start}); save it as UTF-8") from None
+    except OSError as e: raise ConfigError(f"config file {str(p)!r} cannot be read ({e.strerror}); check its permissions") from None
     try: data = json.loads(text) if p.suffix == '.json' else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e: raise ConfigError(f"config file {str(p)!r} cannot be parsed: {e}") from None
     if not isinstance(data, dict): raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")

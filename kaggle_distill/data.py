@@ -13,11 +13,11 @@ from .alignment import Encoded, Collator, token_ends, token_byte_lengths, align_
 
 # %% auto #0
 __all__ = ['SUFFIXES', 'UNIT_CHARS', 'DATA_VERSION', 'CACHE_FILES', 'DataError', 'read_text_file', 'jsonl_documents',
-           'parquet_documents', 'parse_hf_source', 'dataset_documents', 'hf_documents', 'local_files', 'iter_documents',
-           'split_long', 'text_units', 'doc_hash', 'split_units', 'doc_separator', 'Blocks', 'Packer', 'encode_units',
-           'with_progress', 'pack_units', 'derive_teacher_length', 'tokenizer_fingerprint', 'data_cache_dir',
-           'source_fingerprint', 'data_cache_key', 'find_cached', 'copy_cached', 'build_datasets', 'ResumableSampler',
-           'ResumableLoader', 'make_loader']
+           'parquet_file', 'parquet_documents', 'parse_hf_source', 'dataset_documents', 'hf_documents', 'local_files',
+           'check_source', 'iter_documents', 'split_long', 'text_units', 'doc_hash', 'split_units', 'doc_separator',
+           'Blocks', 'Packer', 'encode_units', 'with_progress', 'pack_units', 'derive_teacher_length',
+           'tokenizer_fingerprint', 'data_cache_dir', 'source_fingerprint', 'data_cache_key', 'find_cached',
+           'copy_cached', 'build_datasets', 'ResumableSampler', 'ResumableLoader', 'make_loader']
 
 # %% ../nbs/04_data.ipynb #b9614d2d
 class DataError(ValueError):
@@ -56,15 +56,23 @@ def jsonl_documents(path, text_column: str = 'text') -> Iterator[str]:
         if text_column not in rec: raise _missing_column(f"{path} line {n}", text_column, rec)
         yield _as_text(rec[text_column], f"{path} line {n}")
 
-def parquet_documents(path, text_column: str = 'text') -> Iterator[str]:
-    "One document per row of Parquet file `path`, from string column `text_column`."
+def parquet_file(path, text_column: str = 'text'):
+    "Open Parquet file `path` (its footer only) and check it has string column `text_column`; DataError otherwise."
     import pyarrow as pa, pyarrow.parquet as pq
-    f = pq.ParquetFile(path)
+    try: f = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path} is not a readable Parquet file ({str(e)[:120]}); rewrite it, e.g. "
+                        f"pandas.DataFrame({{'text': texts}}).to_parquet(path)") from None
     names = f.schema_arrow.names
     if text_column not in names: raise _missing_column(str(path), text_column, names)
     typ = f.schema_arrow.field(text_column).type
     if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
         raise DataError(f"{path}: column {text_column!r} has type {typ}, not string")
+    return f
+
+def parquet_documents(path, text_column: str = 'text') -> Iterator[str]:
+    "One document per row of Parquet file `path`, from string column `text_column`."
+    f = parquet_file(path, text_column)
     for batch in f.iter_batches(columns=[text_column], batch_size=4096):
         yield from (v or '' for v in batch.column(0).to_pylist())
 
@@ -112,6 +120,15 @@ def _asset_corpora() -> list[str]:
 def _no_source(source: str) -> DataError:
     return DataError(f"data source {source!r} is neither an asset corpus {_asset_corpora()}, an existing file or "
                      f"folder, nor a hub dataset 'hf:name/config'")
+
+def check_source(source: str, text_column: str = 'text') -> None:
+    """Refuse, before any work, a `source` that is no hub id, no asset corpus and no existing file or folder of known
+    files, or whose Parquet files are unreadable or lack `text_column` (their footers are read, nothing more)."""
+    if source.startswith('hf:'): parse_hf_source(source); return
+    if source in _asset_corpora(): return
+    if not Path(source).expanduser().exists(): raise _no_source(source)
+    for f in local_files(source):
+        if f.suffix.lower() == '.parquet': parquet_file(f, text_column)
 
 def iter_documents(source: str, text_column: str = 'text', streaming: bool = False) -> Iterator[str]:
     "Documents of `source`: an asset corpus key, a local file or folder, or 'hf:name/config[@split]'."
@@ -465,7 +482,8 @@ class ResumableLoader:
         "The batches of the rest of the current epoch."
         self.sampler.load_state_dict(dict(epoch=self.epoch, position=self.position, seed=self.sampler.seed))
         dl = torch.utils.data.DataLoader(self.blocks, batch_size=self.bs, sampler=self.sampler, collate_fn=self.collate,
-                                         drop_last=self.drop_last, num_workers=self.workers)
+                                         drop_last=self.drop_last, num_workers=self.workers,
+                                         generator=torch.Generator().manual_seed(self.sampler.seed))   # never draws from the global RNG
         for batch in dl:
             self.position += len(batch['n_bytes'])
             yield batch

@@ -21,9 +21,9 @@ from .curriculum import Curriculum
 __all__ = ['SESSION_KEYS', 'STATUSES', 'param_groups', 'make_optimizer', 'TrainState', 'early_stop_update', 'lm_loss', 'EMA',
            'Run', 'resolve_device', 'build_run', 'teacher_at_pairs', 'compute_loss', 'StepResult', 'optimizer_step',
            'sig3', 'MetricsLog', 'run_state', 'restore_run_state', 'save_run', 'adopt_history', 'config_diff',
-           'check_run_dir', 'check_resume_from', 'resume_folders', 'check_resume_config', 'resume_point',
-           'check_state_shapes', 'evaluate_run', 'PhaseTimer', 'time_split', 'train', 'train_record', 'run_status',
-           'resume_hint', 'finish']
+           'check_writable', 'check_models_available', 'check_run_dir', 'check_resume_from', 'resume_folders',
+           'check_resume_config', 'resume_point', 'check_state_shapes', 'evaluate_run', 'PhaseTimer', 'time_split',
+           'train', 'train_record', 'run_status', 'resume_hint', 'finish']
 
 # %% ../nbs/20_trainer.ipynb #521f5dbf
 def param_groups(student: nn.Module, extra: dict[str, nn.Module], tc) -> list[dict]:
@@ -132,7 +132,12 @@ def resolve_device(name: str) -> torch.device:
     if name == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if name.startswith('cuda') and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but no CUDA GPU is visible; use train.device=cpu or auto")
-    return torch.device(name)
+    try: dev = torch.device(name)
+    except RuntimeError: raise ConfigError(f"train.device={name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == 'cuda' and (dev.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"train.device={name!r} but only {torch.cuda.device_count()} CUDA GPU(s) are visible; "
+                          f"use cuda:0..cuda:{torch.cuda.device_count() - 1} or auto")
+    return dev
 
 def build_run(cfg: Config) -> Run:
     "Load tokenizers (then check the config against them), data, models, KD method and losses of `cfg`."
@@ -343,11 +348,64 @@ def config_diff(old: dict, new: dict) -> list[str]:
 def _shown(diff: list[str]) -> str:
     return ', '.join(diff[:6]) + (f', ... ({len(diff)} keys in all)' if len(diff) > 6 else '')
 
+def check_writable(folder: Path, what: str = 'run_dir'):
+    "Refuse a `folder` that is a file or cannot be written (probed in it or its nearest existing parent; nothing is left)."
+    import tempfile
+    folder = Path(folder)
+    base = next(p for p in (folder, *folder.parents) if p.exists())
+    if not base.is_dir():
+        raise ConfigError(f"{what} {str(folder)!r}: {str(base)!r} is a file, not a folder; give a folder path, e.g. {what}=runs/my-run")
+    try:
+        with tempfile.TemporaryFile(dir=base): pass
+    except OSError as e:
+        raise ConfigError(f"{what} {str(folder)!r} cannot be written ({e.strerror} in {str(base)!r}); fix its permissions or "
+                          f"choose a writable folder with {what}=<folder>") from None
+
+def _hub_available(name: str) -> bool:
+    "True when hub id `name` is in the local hub cache, or the hub can be reached (and `HF_HUB_OFFLINE` is not set)."
+    import socket
+    from huggingface_hub import constants, try_to_load_from_cache
+    for f in ('config.json', 'tokenizer_config.json', 'tokenizer.json'):
+        try:
+            if isinstance(try_to_load_from_cache(name, f), str): return True
+        except Exception: return False                 # not a valid repo id
+    if constants.HF_HUB_OFFLINE: return False
+    try: socket.create_connection(('huggingface.co', 443), timeout=3).close(); return True
+    except OSError: return False
+
+def check_models_available(cfg: Config):
+    "Every model and tokenizer of `cfg` must be an asset of the right kind, an existing folder, or a hub id cached or reachable."
+    from kaggle_distill.assets import ASSETS, resolve_source
+    from kaggle_distill.models import ARCHITECTURES
+    for role in ('teacher', 'student'):
+        spec = getattr(cfg, role)
+        names = [('tokenizer', f'{role}.tokenizer' if spec.tokenizer else f'{role}.name', spec.tokenizer or spec.name)]
+        if not (spec.scratch or spec.name in ARCHITECTURES): names.append(('model', f'{role}.name', spec.name))
+        for kind, key, name in names:
+            assets = [k for k, a in ASSETS.items() if a.kind == kind]
+            try: where, _ = resolve_source(name)
+            except FileNotFoundError:
+                raise ConfigError(f"{key}={name!r} looks like a local path but is not a folder; give the folder holding the "
+                                  f"saved {kind}, or an asset key ({', '.join(assets)})") from None
+            if where == 'asset' and ASSETS[name].kind != kind:
+                raise ConfigError(f"{key}={name!r} is a {ASSETS[name].kind} asset, not a {kind}; use one of {', '.join(assets)}")
+            if where == 'hub' and not _hub_available(name):
+                raise ConfigError(f"{key}={name!r} is not available offline: it is no asset ({', '.join(assets)}), no local folder, "
+                                  f"not in the hub cache, and the hub cannot be reached. Use an asset key or a folder with the "
+                                  f"saved {kind}, or run where huggingface.co is reachable")
+
 def check_run_dir(cfg: Config):
-    "Refuse a `run_dir` holding a run of another configuration (before anything loads or is written)."
+    "Refuse a `run_dir` that is a file, is not writable, or holds a run of another configuration (before anything loads or is written)."
+    check_writable(Path(cfg.run_dir))
     p = Path(cfg.run_dir) / 'config.json'
     if not p.exists(): return
-    if diff := config_diff(json.loads(p.read_text()), to_dict(cfg)):
+    try: old = json.loads(p.read_text(encoding='utf-8'))
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"{p} is not a readable configuration ({str(e)[:80]}); this folder may not be a kaggle-distill run: "
+                          f"train into another folder (run_dir=<folder>), or delete {p} to start over there") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{p} does not hold a configuration mapping; train into another folder (run_dir=<folder>), or delete it")
+    if diff := config_diff(old, to_dict(cfg)):
         raise ConfigError(f"run_dir {cfg.run_dir!r} holds a run with a different configuration ({_shown(diff)}); nothing was "
                           f"changed. Resume it with the same settings, or start a new run with run_dir=<another folder>")
 
@@ -450,13 +508,25 @@ def _resume(run: Run, opt, sched, scaler, found, looked: list[Path]) -> tuple[Tr
 
 def train(cfg: Config, progress: bool = True) -> dict:
     """Train `cfg`'s student (resuming this run's newest valid checkpoint), evaluate it, write metrics, summary and report;
-    return the summary, whose `status` is 'finished', 'paused' or 'failed'."""
-    from tqdm.auto import tqdm
-    from kaggle_distill.checkpoint import SessionReserve, StopSignal, session_start
-    from kaggle_distill.evaluate import eval_records
+    return the summary, whose `status` is 'finished', 'paused' or 'failed'. Everything the user gave is checked before any
+    model loads or file is written; the run folder is locked (`RunLock`) for the whole run."""
+    from kaggle_distill.checkpoint import RunLock, session_start
     t_session, _ = session_start()
     check_run_dir(cfg)
-    found = resume_point(cfg)                          # before any model loads: refuses another run's checkpoint
+    check_models_available(cfg)
+    from kaggle_distill.data import check_source
+    check_source(cfg.data.source, cfg.data.text_column)
+    resume_point(cfg)                                  # before any model loads: refuses another run's checkpoint
+    resolve_device(cfg.train.device); resolve_device(cfg.train.teacher_device) if cfg.train.teacher_device != 'auto' else None
+    with RunLock(cfg.run_dir): return _train(cfg, progress, t_session)
+
+def _train(cfg: Config, progress: bool, t_session: float) -> dict:
+    "The body of `train`, run while holding the run folder's lock."
+    from tqdm.auto import tqdm
+    from kaggle_distill.checkpoint import SessionReserve, StopSignal, seed_everything
+    from kaggle_distill.evaluate import eval_records
+    seed_everything(cfg.train.seed)                    # every generator; a resumed run restores them from the checkpoint
+    found = resume_point(cfg)                          # again under the lock: another trainer may have saved meanwhile
     run, tc, run_dir = build_run(cfg), cfg.train, Path(cfg.run_dir)
     opt, sched = make_optimizer(run.student, run.learnable(), tc)
     scaler = torch.amp.GradScaler(run.device.type, enabled=run.autocast == torch.float16)
