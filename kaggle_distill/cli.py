@@ -11,7 +11,7 @@ from .data import DataError
 from .assets import AssetMissing
 
 # %% auto #0
-__all__ = ['EXIT_CODES', 'DEBUG_ENV', 'EXIT_HELP', 'train_status', 'make_parser', 'main']
+__all__ = ['EXIT_CODES', 'DEBUG_ENV', 'EXIT_HELP', 'KEYS_HELP', 'train_status', 'make_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #474cfd89
 EXIT_CODES = {'finished': 0, 'internal error': 1, 'bad input': 2, 'paused': 3, 'failed': 4}
@@ -42,6 +42,10 @@ def _version() -> str:
     except PackageNotFoundError:
         from kaggle_distill import __version__; return __version__
 
+KEYS_HELP = ('config keys: every key=value override is a dotted field of the configuration; '
+             '`kaggle-distill config --preset NAME` lists them all\nwith their values, allowed ranges and meaning. '
+             f"Presets: {', '.join(PRESETS)}.\n\n")
+
 def make_parser() -> argparse.ArgumentParser:
     "The argument parser of `kaggle-distill`."
     p = argparse.ArgumentParser(prog='kaggle-distill', description='Cross-tokenizer distillation of a large LM into a small one.')
@@ -49,7 +53,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument('--debug', action='store_true', help=f'show the traceback of bad-input errors too (or set {DEBUG_ENV}=1)')
     sub = p.add_subparsers(dest='cmd', required=True)
     t = sub.add_parser('train', help='train (resuming from the newest valid checkpoint), evaluate, write the report',
-                       epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=KEYS_HELP + EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_args(t)
     c = sub.add_parser('config', help='print the resolved configuration with each field explained')
     _config_args(c)
