@@ -138,7 +138,7 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     assert 'paused on the session' in text1 and 'kaggle_distill 0.1.0+g' in text1 and 'starting fresh' in text1, text1
     paused_at = newest_step(run_dir)
     report1 = (run_dir / 'report.md').read_text()
-    assert f'**Status: paused** at step {paused_at} of {STEPS}' in report1 and 'cache_hit 0' in report1, report1  # it packed
+    assert f'**Status: paused** at step {paused_at} of {STEPS}' in report1 and 'cache_hit no' in report1, report1  # it packed
     assert 0 <= paused_at < STEPS
     end_session(root)
 
@@ -173,7 +173,7 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     assert keys and all(torch.equal(a.tensors[k], b.tensors[k]) for k in keys)
     report = (run_dir / 'report.md').read_text()
     assert f'**Status: finished** at step {STEPS} of {STEPS}' in report and 'student after' in report, report
-    assert 'cache_hit 1' in report and f"cache_from {root / 'input' / SLUG}" in report, report   # packed in session 1 only
+    assert 'cache_hit yes' in report and f"cache_from {root / 'input' / SLUG}" in report, report   # packed in session 1 only
     dev_site = Path(sysconfig.get_paths()['purelib'])                # the kernel's pip never touched the dev venv
     assert not list(dev_site.glob('kaggle_distill-*+g*')) and list(dev_site.glob('kaggle_distill-0.1.0.dist-info'))
     print(f'\nsessions: 1 paused at step {paused_at}, 2 killed at step {killed_at}, 3 finished at step {STEPS}; '
