@@ -127,14 +127,18 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
                                                   overrides=[*tiny(data), f'train.time_budget_s={budget}'])))
         return p
     run_dir, outs, times = root / 'working' / 'run', [], []
+    def complete_session(n: int, budget: float) -> str:
+        "Run session `n` to its end; it must exit 0 with no error cell. Returns the text of its cell outputs."
+        t0 = time.monotonic()
+        p = start_session(root, notebook(n, budget), tmp_path / f'out{n}.ipynb', kaggle_python, fresh_cache(tmp_path / f'cache{n}'))
+        log = p.communicate(timeout=600)[0]
+        nb = json.loads((tmp_path / f'out{n}.ipynb').read_text()); text = cell_text(nb)
+        times.append(time.monotonic() - t0)
+        assert p.returncode == 0 and not errors(nb), log + text
+        return text
 
     # Session 1: a 5-second budget is used up by the setup the session clock counts: it pauses, at step 0.
-    t0 = time.monotonic()
-    p = start_session(root, notebook(1, 5), tmp_path / 'out1.ipynb', kaggle_python, fresh_cache(tmp_path / 'cache1'))
-    log1 = p.communicate(timeout=600)[0]
-    nb1 = json.loads((tmp_path / 'out1.ipynb').read_text()); text1 = cell_text(nb1)
-    times.append(time.monotonic() - t0)
-    assert p.returncode == 0 and not errors(nb1), log1 + text1
+    text1 = complete_session(1, 5)
     assert 'paused on the session' in text1 and 'kaggle_distill 0.1.0+g' in text1 and 'starting fresh' in text1, text1
     paused_at = newest_step(run_dir)
     report1 = (run_dir / 'report.md').read_text()
@@ -156,12 +160,7 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     end_session(root)
 
     # Session 3: finishes.
-    t0 = time.monotonic()
-    p = start_session(root, notebook(3, 0), tmp_path / 'out3.ipynb', kaggle_python, fresh_cache(tmp_path / 'cache3'))
-    log3 = p.communicate(timeout=600)[0]
-    nb3 = json.loads((tmp_path / 'out3.ipynb').read_text()); text3 = cell_text(nb3)
-    times.append(time.monotonic() - t0)
-    assert p.returncode == 0 and not errors(nb3), log3 + text3
+    text3 = complete_session(3, 0)
     assert 'finished: the report above is the final one' in text3, text3
     assert f"resuming from {root / 'input' / SLUG / 'run' / 'checkpoints'}" in text3, text3   # the killed session's output
 
