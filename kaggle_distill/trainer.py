@@ -523,7 +523,7 @@ def train(cfg: Config, progress: bool = True) -> dict:
 def _train(cfg: Config, progress: bool, t_session: float) -> dict:
     "The body of `train`, run while holding the run folder's lock."
     from tqdm.auto import tqdm
-    from kaggle_distill.checkpoint import SessionReserve, StopSignal, seed_everything
+    from kaggle_distill.checkpoint import StopSignal, seed_everything
     from kaggle_distill.evaluate import eval_records
     seed_everything(cfg.train.seed)                    # every generator; a resumed run restores them from the checkpoint
     found = resume_point(cfg)                          # again under the lock: another trainer may have saved meanwhile
@@ -550,7 +550,8 @@ def _train(cfg: Config, progress: bool, t_session: float) -> dict:
             t0 = time.perf_counter()
             batches = [next(stream) for _ in range(tc.grad_accum)]
             r = optimizer_step(run, opt, sched, scaler, batches, st.step)
-            st.elapsed_s += time.perf_counter() - t0; reserve.record('step', time.perf_counter() - t0)
+            step_s = time.perf_counter() - t0
+            st.elapsed_s += step_s; reserve.record('step', step_s)
             if r.skipped:                                   # the last good checkpoint stays as it is
                 st.skipped += 1; st.consecutive_skips += 1
                 if st.consecutive_skips == 1: st.streak_cause = r.skipped
@@ -561,7 +562,7 @@ def _train(cfg: Config, progress: bool, t_session: float) -> dict:
             st.step += 1; st.consecutive_skips = 0; st.tokens += r.tokens; bar.update(1)
             if run.ema: run.ema.update(run.student)
             if st.step % tc.log_every == 0 or st.step == run.total:
-                rec = train_record(run, st, r, time.perf_counter() - t0)
+                rec = train_record(run, st, r, step_s)
                 log.write(rec); bar.set_postfix(loss=f"{rec['loss']['total']:.3f}", lr=f"{rec['lr']:.3g}")
             if st.step % tc.eval_every == 0 or st.step == run.total:
                 with reserve.timing('eval'): last_eval = (st.step, evaluate_run(run, st.step))
