@@ -116,7 +116,9 @@ class TrainConfig:
     time_budget_s: float = fld(0.0, lo=0.0, doc='stop cleanly (with a checkpoint) after this many seconds; 0 = none')
     resume_from: list = fld(factory=list, doc='extra folders searched for checkpoints (e.g. /kaggle/input/...)')
     device: str = fld('auto', doc="'auto', 'cpu', 'cuda', 'cuda:0', ...")
-    teacher_device: str = fld('auto', doc="'auto' = same as device; 'cuda:1' puts the teacher on a second GPU")
+    teacher_device: str = fld('auto', doc="'auto' = same as device; 'cuda:1' puts the teacher on a second GPU (one process only)")
+    ddp: bool = fld(False, doc="one process per GPU with torchrun: the Kaggle kernel launches so when it sees 2+ GPUs "
+                               "(the trainer itself follows torchrun's WORLD_SIZE)")
     gradient_checkpointing: bool = fld(False, doc='recompute student activations in backward to save memory')
     seed: int = fld(0, lo=0, doc='seed of data order, initialisation and dropout')
 
@@ -306,8 +308,8 @@ PRESETS = {
     },
     'p100': _kaggle_preset({'max_length': 384}, {'batch_size': 4, 'grad_accum': 8, 'device': 'cuda', 'gradient_checkpointing': True}),
     't4': _kaggle_preset({'max_length': 384}, {'batch_size': 4, 'grad_accum': 8, 'device': 'cuda', 'gradient_checkpointing': True}),
-    't4x2': _kaggle_preset({'max_length': 512}, {'batch_size': 8, 'grad_accum': 4, 'device': 'cuda:0', 'teacher_device': 'cuda:1',
-                                                 'gradient_checkpointing': False}),
+    't4x2': _kaggle_preset({'max_length': 384}, {'batch_size': 4, 'grad_accum': 8, 'device': 'cuda', 'gradient_checkpointing': True,
+                                                 'ddp': True}),
 }
 
 # %% ../nbs/00_config.ipynb #1c489fdc

@@ -17,7 +17,7 @@ __all__ = ['SUFFIXES', 'UNIT_CHARS', 'DATA_VERSION', 'CACHE_FILES', 'DataError',
            'check_source', 'iter_documents', 'split_long', 'text_units', 'doc_hash', 'split_units', 'doc_separator',
            'Blocks', 'Packer', 'encode_units', 'with_progress', 'pack_units', 'derive_teacher_length',
            'tokenizer_fingerprint', 'data_cache_dir', 'source_fingerprint', 'data_cache_key', 'find_cached',
-           'copy_cached', 'build_datasets', 'ResumableSampler', 'ResumableLoader', 'make_loader']
+           'copy_cached', 'build_datasets', 'ResumableSampler', 'ResumableLoader', 'make_loader', 'step_batches']
 
 # %% ../nbs/04_data.ipynb #b9614d2d
 class DataError(ValueError):
@@ -503,3 +503,13 @@ def make_loader(blocks, batch_size: int, s_tok, t_tok, seed: int = 0, shuffle: b
     "A `ResumableLoader` over `blocks` whose batches are the contract's dict (see `kaggle_distill.alignment.Collator`)."
     return ResumableLoader(blocks, batch_size, Collator.for_tokenizers(s_tok, t_tok, pad_to_multiple_of), seed, shuffle,
                            drop_last, num_workers)
+
+# %% ../nbs/04_data.ipynb #fb30eb83
+def step_batches(stream: Iterator[dict], grad_accum: int, rank: int = 0, world: int = 1) -> list[dict]:
+    "The micro-batches of one optimizer step that process `rank` of `world` trains on: all `grad_accum` are drawn from `stream`, every `world`-th kept."
+    if world < 1 or not 0 <= rank < world: raise ValueError(f'step_batches: rank {rank} is not one of {world} processes')
+    if grad_accum % world:
+        raise ValueError(f'step_batches: {grad_accum} micro-batches per step do not split over {world} processes; '
+                         f'set train.grad_accum to a multiple of {world}')
+    batches = [next(stream) for _ in range(grad_accum)]
+    return batches[rank::world]

@@ -11,9 +11,9 @@ from pathlib import Path
 __all__ = ['TORCH_CU126_INDEX', 'P100_TORCH_SPEC', 'TORCH_COMPANIONS', 'MACHINE_SHAPES', 'KERNEL_TITLE', 'DATASET_TITLE',
            'KERNEL_FILE', 'ESTIMATED_TOKENS_PER_S', 'SETUP_ESTIMATE_S', 'arch_supported', 'probe_torch',
            'torch_install_commands', 'ensure_gpu_torch', 'KaggleSetupError', 'describe_device', 'preset_for_device',
-           'choose_preset', 'kaggle_root', 'session_overrides', 'train_command', 'run_logged', 'session_outcome',
-           'inject_parameters', 'git_version', 'build_wheel', 'slugify', 'dataset_metadata', 'kernel_metadata',
-           'validate_kernel_metadata', 'session_estimate', 'prepare_kaggle']
+           'choose_preset', 'kaggle_root', 'session_overrides', 'train_command', 'processes_for', 'run_logged',
+           'session_outcome', 'launched_status', 'inject_parameters', 'git_version', 'build_wheel', 'slugify',
+           'dataset_metadata', 'kernel_metadata', 'validate_kernel_metadata', 'session_estimate', 'prepare_kaggle']
 
 # %% ../nbs/40_kaggle.ipynb #d62e5260
 def arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
@@ -109,10 +109,16 @@ def session_overrides(root=None) -> list[str]:
     root = Path(root or kaggle_root())
     return [f"run_dir={root / 'working' / 'run'}", f"train.resume_from={json.dumps([str(root / 'input')])}"]
 
-def train_command(preset: str, overrides=(), config_files=(), root=None, python: str = sys.executable) -> list[str]:
-    "The `kaggle-distill train` command of a Kaggle session: the preset relocated to `root`, then the user's settings."
-    return [python, '-m', 'kaggle_distill.cli', 'train', '--preset', preset,
+def train_command(preset: str, overrides=(), config_files=(), root=None, python: str = sys.executable, nproc: int = 1) -> list[str]:
+    """The `kaggle-distill train` command of a Kaggle session: the preset relocated to `root`, then the user's settings;
+    with `nproc` > 1 launched by torchrun, one process per GPU."""
+    launch = [] if nproc == 1 else ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}']
+    return [python, *launch, '-m', 'kaggle_distill.cli', 'train', '--preset', preset,
             *[a for f in config_files for a in ('--config', str(f))], *session_overrides(root), *overrides]
+
+def processes_for(cfg, info: dict) -> int:
+    "How many training processes a session starts: one per GPU when `train.ddp` is on and the probe found 2 or more, else one."
+    return info['count'] if cfg.train.ddp and info.get('cuda') and info['count'] >= 2 else 1
 
 def run_logged(cmd: list[str], env=None) -> int:
     "Run `cmd`, printing its output line by line as it comes (so a notebook cell and Kaggle's log show it); its exit status."
@@ -130,6 +136,16 @@ def session_outcome(rc: int) -> str:
         return ("paused on the session's time budget, with a checkpoint in working/run. Resume: run this kernel "
                 "again with its own output as an input (kernel_sources; `kaggle kernels push`).")
     raise KaggleSetupError(f"training ended with exit status {rc} ({meaning}); see the log above")
+
+# %% ../nbs/40_kaggle.ipynb #cd1becf7
+def launched_status(rc: int, run_dir, since: float, nproc: int) -> int:
+    "The exit status of a session's training: `rc`, or after a torchrun launch (`nproc` > 1) the status of a `summary.json` written since `since`."
+    from kaggle_distill.cli import EXIT_CODES
+    p = Path(run_dir) / 'summary.json'
+    if nproc == 1 or rc == 0 or not p.exists() or p.stat().st_mtime < since: return rc
+    try: status = json.loads(p.read_text()).get('status')
+    except (OSError, ValueError): return rc
+    return EXIT_CODES.get(status, rc) if status in ('finished', 'paused', 'failed') else rc
 
 # %% ../nbs/40_kaggle.ipynb #c4569abd
 def inject_parameters(nb: dict, **params) -> dict:
@@ -221,7 +237,7 @@ def validate_kernel_metadata(meta: dict, folder) -> list[str]:
     return errs
 
 # %% ../nbs/40_kaggle.ipynb #5dfa8577
-ESTIMATED_TOKENS_PER_S = {'p100': 1500, 't4': 2500, 't4x2': 4000}   # estimates (see above), not measurements
+ESTIMATED_TOKENS_PER_S = {'p100': 1500, 't4': 2500, 't4x2': 4800}   # estimates (see above), not measurements
 SETUP_ESTIMATE_S = {'first': 90 * 60, 'later': 15 * 60}
 
 def session_estimate(cfg, gpu: str, tokens_per_s: float | None = None) -> dict:

@@ -18,12 +18,16 @@ from .config import Config, ConfigError, check_vocab, load_config, to_dict
 from .curriculum import Curriculum
 
 # %% auto #0
-__all__ = ['SESSION_KEYS', 'STATUSES', 'param_groups', 'make_optimizer', 'TrainState', 'early_stop_update', 'lm_loss', 'EMA',
-           'Run', 'resolve_device', 'build_run', 'teacher_at_pairs', 'compute_loss', 'StepResult', 'optimizer_step',
-           'sig3', 'MetricsLog', 'run_state', 'restore_run_state', 'save_run', 'adopt_history', 'config_diff',
-           'check_writable', 'check_models_available', 'check_run_dir', 'check_resume_from', 'resume_folders',
-           'check_resume_config', 'resume_point', 'check_state_shapes', 'evaluate_run', 'PhaseTimer', 'time_split',
-           'train', 'train_record', 'run_status', 'resume_hint', 'finish']
+__all__ = ['DIST_TIMEOUT_S', 'STOP_REASONS', 'SESSION_KEYS', 'STATUSES', 'param_groups', 'make_optimizer', 'TrainState',
+           'early_stop_update', 'lm_loss', 'EMA', 'Run', 'resolve_device', 'build_run', 'teacher_at_pairs',
+           'compute_loss', 'StepResult', 'optimizer_step', 'DistInfo', 'dist_info', 'world_size', 'is_main',
+           'check_world', 'process_device', 'init_distributed', 'close_distributed', 'all_agree', 'from_main',
+           'gather_all', 'agree_stop', 'main_first', 'sync_grads', 'reduce_record', 'broadcast_trainables',
+           'dist_optimizer_step', 'sig3', 'MetricsLog', 'run_state', 'restore_run_state', 'save_run', 'adopt_history',
+           'config_diff', 'check_writable', 'check_models_available', 'check_run_dir', 'check_resume_from',
+           'resume_folders', 'check_resume_config', 'resume_point', 'check_state_shapes', 'evaluate_run', 'PhaseTimer',
+           'time_split', 'train', 'main_lock', 'train_record', 'run_status', 'resume_hint', 'finish',
+           'data_parallel_speedup']
 
 # %% ../nbs/20_trainer.ipynb #521f5dbf
 def param_groups(student: nn.Module, extra: dict[str, nn.Module], tc) -> list[dict]:
@@ -276,6 +280,203 @@ def _accumulate(acc: dict, rec: dict, w: float):
         elif k == 'weight' or v is None: acc[k] = v        # weights are not averaged; None: not computed
         else: acc[k] = acc.get(k, 0.0) + w * v
 
+# %% ../nbs/20_trainer.ipynb #138f00f8
+import contextlib, dataclasses, datetime
+import torch.distributed as dist
+
+@dataclass(frozen=True)
+class DistInfo:
+    "This process's place in a torchrun launch: `rank` of `world` processes, `local_rank` on its machine."
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+def dist_info() -> DistInfo:
+    "From the environment torchrun sets (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`); one process of one when they are not set."
+    env = {k: os.environ.get(k, d) for k, d in (('RANK', '0'), ('LOCAL_RANK', '0'), ('WORLD_SIZE', '1'))}
+    try: info = DistInfo(int(env['RANK']), int(env['LOCAL_RANK']), int(env['WORLD_SIZE']))
+    except ValueError: raise ConfigError(f"RANK / LOCAL_RANK / WORLD_SIZE must be integers (torchrun sets them), got {env}; "
+                                         f"launch with torchrun, or unset them to run one process") from None
+    if info.world < 1 or not 0 <= info.rank < info.world:
+        raise ConfigError(f"RANK={info.rank} is not one of WORLD_SIZE={info.world} processes; launch with torchrun, or unset them")
+    return info
+
+def world_size() -> int:
+    "Processes in this run's process group (1 without torchrun)."
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+def is_main() -> bool:
+    "True in the process that writes logs, metrics, checkpoints and the report: rank 0, the only one without torchrun."
+    return world_size() == 1 or dist.get_rank() == 0
+
+# %% ../nbs/20_trainer.ipynb #9e9eda56
+def check_world(cfg: Config, world: int) -> None:
+    "Refuse settings that cannot run on `world` processes with the same global batch, naming the fix."
+    tc = cfg.train
+    if tc.grad_accum % world:
+        alt = (f"; or train.batch_size={tc.batch_size // world} train.grad_accum={tc.grad_accum * world} for the same global batch "
+               if tc.batch_size % world == 0 else '')
+        raise ConfigError(f"train.grad_accum={tc.grad_accum} does not split over {world} processes: the global batch "
+                          f"(train.batch_size x train.grad_accum = {tc.batch_size} x {tc.grad_accum} sequences) stays the config's "
+                          f"whatever the number of processes, each taking grad_accum / {world} micro-batches. Set train.grad_accum "
+                          f"to a multiple of {world}{alt}, or launch {tc.grad_accum} process(es) or one")
+    if world > 1 and tc.teacher_device != 'auto':
+        raise ConfigError(f"train.teacher_device={tc.teacher_device!r} puts the teacher on another GPU, but under torchrun each "
+                          f"process holds its own teacher on its own GPU; set train.teacher_device=auto, or launch one process "
+                          f"(without torchrun) to keep that placement")
+    if world > 1 and cfg.loss.adaptive:
+        raise ConfigError("loss.adaptive=true keeps running loss scales that each process would update from its own micro-batches; "
+                          "it is not supported with more than one process: set loss.adaptive=false, or launch one process")
+
+def process_device(tc, local_rank: int) -> str:
+    "The device of the process with `local_rank` under torchrun: its own GPU unless the config says cpu (or auto finds no GPU)."
+    if tc.device == 'cpu' or (tc.device == 'auto' and not torch.cuda.is_available()): return 'cpu'
+    return f'cuda:{local_rank}'
+
+DIST_TIMEOUT_S = 2 * 3600   # how long a process waits in a collective (rank 0 evaluating or saving) before giving up
+
+def init_distributed(cfg: Config) -> Config:
+    "Under torchrun (WORLD_SIZE > 1): check `cfg`, join the process group, return `cfg` with this process's device. Else `cfg`."
+    info = dist_info()
+    if info.world == 1: return cfg
+    check_world(cfg, info.world)
+    device = process_device(cfg.train, info.local_rank)
+    if device != 'cpu':
+        resolve_device(device)                          # fewer GPUs than processes: a clear error
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group('gloo' if device == 'cpu' else 'nccl', timeout=datetime.timedelta(seconds=DIST_TIMEOUT_S))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
+
+def close_distributed() -> None:
+    "Leave the process group (a no-op without one)."
+    if world_size() > 1: dist.destroy_process_group()
+
+# %% ../nbs/20_trainer.ipynb #824b8567
+def _flag_device() -> torch.device:
+    "Where small agreement tensors live: the process's GPU with NCCL, the CPU with gloo."
+    return torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+
+def all_agree(flag: bool) -> bool:
+    "True in every process when `flag` is True in any (a NaN on one process skips the step on all)."
+    if world_size() == 1: return bool(flag)
+    t = torch.tensor([float(bool(flag))], device=_flag_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+def from_main(obj):
+    "Rank 0's `obj` (any picklable value) in every process."
+    if world_size() == 1: return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=_flag_device())
+    return box[0]
+
+def gather_all(obj) -> list:
+    "Every process's `obj`, in rank order, in every process."
+    if world_size() == 1: return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+STOP_REASONS = (None, 'time budget', 'SIGINT', 'SIGTERM')
+
+def agree_stop(reason: str | None) -> str | None:
+    "The reason to stop shared by every process: rank 0's time budget, or a signal any process received (SIGTERM first)."
+    if world_size() == 1: return reason
+    if reason == 'time budget' and not is_main(): reason = None      # the budget is rank 0's clock
+    code = STOP_REASONS.index(reason) if reason in STOP_REASONS else STOP_REASONS.index('SIGTERM')
+    t = torch.tensor([float(code)], device=_flag_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return STOP_REASONS[int(t.item())]
+
+@contextlib.contextmanager
+def main_first():
+    "Rank 0 runs the block first (it packs the data cache), the other processes after it (they read what it wrote)."
+    n = world_size()
+    if n > 1 and not is_main(): dist.barrier()
+    yield
+    if n > 1 and is_main(): dist.barrier()
+
+# %% ../nbs/20_trainer.ipynb #8dadd48e
+def _buckets(tensors: list[Tensor], bucket_bytes: int):
+    "Consecutive runs of `tensors` of one dtype and device, each at most about `bucket_bytes`."
+    bucket, size = [], 0
+    for t in tensors:
+        if bucket and (t.dtype != bucket[0].dtype or t.device != bucket[0].device or size + t.numel() * t.element_size() > bucket_bytes):
+            yield bucket; bucket, size = [], 0
+        bucket.append(t); size += t.numel() * t.element_size()
+    if bucket: yield bucket
+
+def sync_grads(params: list[nn.Parameter], bucket_bytes: int = 64 << 20) -> None:
+    "Average the gradients of `params` over all processes, in buckets (once per optimizer step)."
+    world = world_size()
+    if world == 1: return
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+    has = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    dist.all_reduce(has, op=dist.ReduceOp.MAX)
+    for p, h in zip(params, has.tolist()):
+        if h and p.grad is None: p.grad = torch.zeros_like(p)
+    for bucket in _buckets([p.grad for p in params if p.grad is not None], bucket_bytes):
+        flat = _flatten_dense_tensors(bucket)
+        dist.all_reduce(flat); flat.div_(world)
+        for g, avg in zip(bucket, _unflatten_dense_tensors(flat, bucket)): g.copy_(avg)
+
+def _leaves(rec: dict, path=()) -> list[tuple]:
+    "Paths of the averaged numbers of a loss record (as `_accumulate` averages them), in order."
+    out = []
+    for k, v in rec.items():
+        if isinstance(v, dict): out += _leaves(v, path + (k,))
+        elif k != 'weight' and v is not None: out.append(path + (k,))
+    return out
+
+def reduce_record(acc: dict, n_tok: int) -> tuple[dict, int]:
+    "Loss record `acc` (a mean over this process's micro-batches) averaged over processes, and the tokens `n_tok` summed."
+    world = world_size()
+    if world == 1: return acc, n_tok
+    paths = _leaves(acc)
+    def get(p): return functools.reduce(lambda d, k: d[k], p, acc)
+    t = torch.tensor([get(p) for p in paths] + [float(n_tok)], dtype=torch.float64, device=_flag_device())
+    dist.all_reduce(t)
+    vals = (t / world).tolist()
+    for p, v in zip(paths, vals): functools.reduce(lambda d, k: d[k], p[:-1], acc)[p[-1]] = v
+    return acc, int(round(t[-1].item()))
+
+def broadcast_trainables(run) -> None:
+    "Rank 0's student, KD method and auxiliary heads (parameters and buffers) in every process, as DDP does when it wraps."
+    if world_size() == 1: return
+    with torch.no_grad():
+        for mod in (run.student, run.kd, run.aux):
+            for t in [*mod.parameters(), *mod.buffers()]: dist.broadcast(t.data, src=0)
+
+# %% ../nbs/20_trainer.ipynb #90eaaca8
+def dist_optimizer_step(run: Run, opt, sched, scaler, batches: list[dict], step: int) -> StepResult:
+    "`optimizer_step` over this process's `batches`: gradients averaged over processes once, the skip decided by all."
+    tc, acc, n_tok, bad, rec = run.cfg.train, {}, 0, None, {}
+    params = [p for g in opt.param_groups for p in g['params']]
+    lr = next(g['lr'] / g['lr_mult'] for g in opt.param_groups)
+    opt.zero_grad(set_to_none=True)
+    for b in batches:
+        res = compute_loss(run, b, step)
+        rec = res.record()
+        if (bad := _first_nonfinite(rec)) is not None: break
+        scaler.scale(res.total / len(batches)).backward()
+        _accumulate(acc, rec, 1 / len(batches))
+        n_tok += int(b['s_mask'].sum())
+    if all_agree(bad is not None):                      # one process's NaN skips the step everywhere
+        opt.zero_grad(set_to_none=True)
+        first = next(c for c in gather_all(bad) if c is not None)
+        return StepResult(rec, lr, float('nan'), 0, f'loss component {first!r}')
+    sync_grads(params)
+    acc, n_tok = reduce_record(acc, n_tok)
+    scaler.unscale_(opt)
+    gnorm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))   # the same in every process: same gradients
+    if not math.isfinite(gnorm):
+        if scaler.is_enabled(): scaler.update()
+        opt.zero_grad(set_to_none=True)
+        return StepResult(acc, lr, gnorm, 0, 'gradient norm')
+    scaler.step(opt); scaler.update(); sched.step()
+    return StepResult(acc, lr, gnorm, n_tok, None)
+
 # %% ../nbs/20_trainer.ipynb #1c8cd7a5
 def sig3(x: float) -> float:
     "Round to 3 significant digits (a warm-up LR of 7.96e-06 stays 7.96e-06, never 0.00e+00)."
@@ -331,7 +532,7 @@ def adopt_history(ckpt_path: Path, run_dir: Path):
 
 # %% ../nbs/20_trainer.ipynb #e90f970c
 SESSION_KEYS = {'run_dir', 'preset', 'train.time_budget_s', 'train.resume_from', 'train.device', 'train.teacher_device',
-                'train.log_every', 'train.eval_every', 'train.checkpoint_every', 'train.keep_checkpoints'}
+                'train.log_every', 'train.eval_every', 'train.checkpoint_every', 'train.keep_checkpoints', 'train.ddp'}
 
 def _flat(d: dict, prefix: str = '') -> dict:
     out = {}
@@ -494,12 +695,13 @@ def _resume(run: Run, opt, sched, scaler, found, looked: list[Path]) -> tuple[Tr
     "Restore the checkpoint `found` (path, meta) into the run, or start fresh; print one line saying which."
     from kaggle_distill.checkpoint import copy_checkpoint, load_checkpoint
     if found is None:
-        print(f"starting fresh: no checkpoint of this run in {', '.join(map(str, looked))}")
+        if is_main(): print(f"starting fresh: no checkpoint of this run in {', '.join(map(str, looked))}")
         return TrainState(), False
     ck = load_checkpoint(found[0])
     state = ck.state()
     check_state_shapes(run, state, ck.path)
     st = restore_run_state(run, opt, sched, scaler, run.train_loader, state)
+    if not is_main(): return st, True                  # rank 0 alone copies, adopts and says so
     adopt_history(ck.path, Path(run.cfg.run_dir))
     own = Path(run.cfg.run_dir) / 'checkpoints'
     if ck.path.parent.resolve() != own.resolve(): copy_checkpoint(ck.path, own)   # this output carries it, even if killed before a save
@@ -510,33 +712,59 @@ def train(cfg: Config, progress: bool = True) -> dict:
     """Train `cfg`'s student (resuming this run's newest valid checkpoint), evaluate it, write metrics, summary and report;
     return the summary, whose `status` is 'finished', 'paused' or 'failed'. Everything the user gave is checked before any
     model loads or file is written; the run folder is locked (`RunLock`) for the whole run."""
-    from kaggle_distill.checkpoint import RunLock, session_start
+    from kaggle_distill.checkpoint import session_start
     t_session, _ = session_start()
+    cfg = init_distributed(cfg)                        # under torchrun: join the process group, take this process's device
+    try: return _train_checked(cfg, progress, t_session)
+    finally: close_distributed()
+
+def _train_checked(cfg: Config, progress: bool, t_session: float) -> dict:
+    "`train` after joining the process group (if any): the checks, then `_train` under the run folder's lock (rank 0's)."
+    from kaggle_distill.checkpoint import RunLock
     check_run_dir(cfg)
     check_models_available(cfg)
     from kaggle_distill.data import check_source
     check_source(cfg.data.source, cfg.data.text_column)
     resume_point(cfg)                                  # before any model loads: refuses another run's checkpoint
     resolve_device(cfg.train.device); resolve_device(cfg.train.teacher_device) if cfg.train.teacher_device != 'auto' else None
-    with RunLock(cfg.run_dir): return _train(cfg, progress, t_session)
+    if world_size() == 1:
+        with RunLock(cfg.run_dir): return _train(cfg, progress, t_session)
+    with main_lock(cfg.run_dir): return _train(cfg, progress and is_main(), t_session)
+
+@contextlib.contextmanager
+def main_lock(run_dir):
+    "Rank 0 holds the run folder's `RunLock`; every process learns whether it got it (a busy folder stops them all)."
+    from kaggle_distill.checkpoint import RunLock, RunBusy
+    with contextlib.ExitStack() as stack:
+        err = None
+        if is_main():
+            try: stack.enter_context(RunLock(run_dir))
+            except RunBusy as e: err = str(e)
+        if (err := from_main(err)) is not None: raise RunBusy(err)
+        yield
 
 def _train(cfg: Config, progress: bool, t_session: float) -> dict:
     "The body of `train`, run while holding the run folder's lock."
     from tqdm.auto import tqdm
     from kaggle_distill.checkpoint import StopSignal, seed_everything
+    from kaggle_distill.data import step_batches
     from kaggle_distill.evaluate import eval_records
     seed_everything(cfg.train.seed)                    # every generator; a resumed run restores them from the checkpoint
-    found = resume_point(cfg)                          # again under the lock: another trainer may have saved meanwhile
-    run, tc, run_dir = build_run(cfg), cfg.train, Path(cfg.run_dir)
+    found = from_main(resume_point(cfg) if is_main() else None)   # again under the lock; with torchrun, rank 0's choice
+    with main_first(): run = build_run(cfg)            # with torchrun, rank 0 packs the data cache and the others read it
+    tc, run_dir, main = cfg.train, Path(cfg.run_dir), is_main()
     opt, sched = make_optimizer(run.student, run.learnable(), tc)
     scaler = torch.amp.GradScaler(run.device.type, enabled=run.autocast == torch.float16)
     loader, reserve = run.train_loader, PhaseTimer(tc.time_budget_s, run, t_session)
     st, resumed = _resume(run, opt, sched, scaler, found, resume_folders(cfg))
+    broadcast_trainables(run)                          # with torchrun: rank 0's weights everywhere, as DDP does
     stream = loader.forever()                          # continues exactly where the checkpoint's loader stopped
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / 'config.json').write_text(json.dumps(to_dict(cfg), indent=1))
-    log = MetricsLog(run_dir / 'metrics.jsonl', keep_until=st.step if resumed else None)
-    if not resumed:
+    step_fn, world = (optimizer_step, 1) if world_size() == 1 else (dist_optimizer_step, world_size())
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / 'config.json').write_text(json.dumps(to_dict(cfg), indent=1))
+    log = MetricsLog(run_dir / 'metrics.jsonl', keep_until=st.step if resumed else None) if main else _NoLog()
+    if not resumed and main:
         with reserve.timing('eval'): ev = evaluate_run(run, 0)
         st.summary.update(teacher=_metrics(ev['teacher']), student_before=_metrics(ev['student']), student_latest={**_metrics(ev['student']), 'step': 0})
         log.write(*eval_records(ev, 0))
@@ -544,12 +772,13 @@ def _train(cfg: Config, progress: bool, t_session: float) -> dict:
     last_eval, paused = None, None
     with StopSignal(tc.time_budget_s or None, start=t_session, reserve=reserve) as stop:
         while st.step < run.total and st.stopped is None:
-            if paused := stop.should_stop():              # time budget or SIGTERM/SIGINT: checkpoint, then stop
-                with reserve.timing('checkpoint'): save_run(run, opt, sched, scaler, loader, st)
+            if paused := agree_stop(stop.should_stop()):  # time budget or SIGTERM/SIGINT: checkpoint, then stop
+                with reserve.timing('checkpoint'):
+                    if main: save_run(run, opt, sched, scaler, loader, st)
                 break
             t0 = time.perf_counter()
-            batches = [next(stream) for _ in range(tc.grad_accum)]
-            r = optimizer_step(run, opt, sched, scaler, batches, st.step)
+            batches = step_batches(stream, tc.grad_accum, dist.get_rank() if world > 1 else 0, world)
+            r = step_fn(run, opt, sched, scaler, batches, st.step)
             step_s = time.perf_counter() - t0
             st.elapsed_s += step_s; reserve.record('step', step_s)
             if r.skipped:                                   # the last good checkpoint stays as it is
@@ -564,15 +793,21 @@ def _train(cfg: Config, progress: bool, t_session: float) -> dict:
             if st.step % tc.log_every == 0 or st.step == run.total:
                 rec = train_record(run, st, r, step_s)
                 log.write(rec); bar.set_postfix(loss=f"{rec['loss']['total']:.3f}", lr=f"{rec['lr']:.3g}")
-            if st.step % tc.eval_every == 0 or st.step == run.total:
+            if (st.step % tc.eval_every == 0 or st.step == run.total) and main:
                 with reserve.timing('eval'): last_eval = (st.step, evaluate_run(run, st.step))
                 st.summary['student_latest'] = {**_metrics(last_eval[1]['student']), 'step': st.step}
                 log.write(*eval_records(last_eval[1], st.step, models=('student',)))
                 if early_stop_update(st, last_eval[1]['student']['bpb'], st.step, tc): st.stopped = 'early stopping'
-            if st.step % tc.checkpoint_every == 0 or st.stopped or st.step == run.total:
+            if world > 1 and st.step % tc.eval_every == 0: st.stopped = from_main(st.stopped)   # rank 0's early stop
+            if (st.step % tc.checkpoint_every == 0 or st.stopped or st.step == run.total) and main:
                 with reserve.timing('checkpoint'): save_run(run, opt, sched, scaler, loader, st)
     bar.close()
+    if not main: return {'status': run_status(st, paused, tc), 'steps': st.step, 'paused': paused}   # rank 0 reports
     return finish(run, st, last_eval, paused)
+
+class _NoLog:
+    "The metrics log of a process other than rank 0: it writes nothing."
+    def write(self, *records: dict): pass
 
 # %% ../nbs/20_trainer.ipynb #63e0437e
 def train_record(run: Run, st: TrainState, r: StepResult, step_s: float) -> dict:
@@ -621,3 +856,11 @@ def finish(run: Run, st: TrainState, last_eval, paused: str | None) -> dict:
     else: print(summary_table(summary))
     print(f'report: {report}')
     return summary
+
+# %% ../nbs/20_trainer.ipynb #0855e7c3
+def data_parallel_speedup(step_s: float, world: int, grad_bytes: float, bus_bytes_per_s: float, overlap: float = 0.0) -> float:
+    """Predicted speedup of `world` data-parallel processes over one at the same global batch: the compute of a step
+    (`step_s` seconds on one GPU) splits evenly, and a ring all-reduce moves 2(world-1)/world x `grad_bytes` per process
+    over a bus of `bus_bytes_per_s`, a fraction `overlap` of it hidden behind the backward."""
+    comm = 2 * (world - 1) / world * grad_bytes / bus_bytes_per_s * (1 - overlap)
+    return step_s / (step_s / world + comm)
