@@ -23,7 +23,9 @@ EXIT_HELP = """exit status:
   2  bad input: configuration, files, folders, data, models, devices, a busy run folder or a full disk;
      one message on stderr says what and how to fix it (--debug shows the traceback)
   4  training failed: too many consecutive non-finite steps; the last good checkpoint is kept
-  1  internal error: an unexpected exception (traceback above)"""
+  1  internal error: an unexpected exception (traceback above)
+under torchrun each process exits with these, but torchrun itself exits 1 when any process does not exit 0:
+summary.json's status (finished / paused / failed) says how the run ended"""
 
 def train_status(summary: dict) -> str:
     "'finished', 'paused' or 'failed', from the summary `train` returned."
