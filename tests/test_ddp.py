@@ -1,6 +1,7 @@
 """Data-parallel training with real processes on CPU (gloo): `torchrun --nproc_per_node=2` trains the same student as
 one process at the same global batch, even when one of its processes is SIGKILLed mid-run and the launch restarted;
-a checkpoint written by two processes resumes in one and the other way round, to the same result.
+a checkpoint written by two processes resumes in one and the other way round, to the same result; and the
+collectives under the loop (agreement, broadcast, gradient averaging, the NaN skip) on two spawned gloo processes.
 
 Tolerance: the two-process step averages each process's gradients (a sum in another order than one process's
 accumulation), so final weights are compared with atol 1e-5 and logged losses with 1e-4; the data order, step
@@ -165,3 +166,79 @@ def test_grad_accum_must_split(runs):
     out = runs['out']['odd']
     assert 'train.grad_accum=3 does not split over 2 processes' in out and 'Set train.grad_accum to a multiple of 2' in out, out
     assert not runs['dirs']['odd'].exists()
+
+
+def _collectives_worker(rank: int, world: int, port: int, out: str):
+    "One of two gloo processes exercising the trainer's collectives and its data-parallel step on a stub loss."
+    import torch.distributed as dist
+    from types import SimpleNamespace as NS
+    from torch import nn
+    import kaggle_distill.trainer as T
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group('gloo', rank=rank, world_size=world)
+    r = {'agree': [T.all_agree(rank == 1), T.all_agree(False)],
+         'stop': [T.agree_stop('time budget' if rank == 1 else None),     # only rank 0's clock counts
+                  T.agree_stop('SIGTERM' if rank == 1 else None),         # a signal anywhere stops all
+                  T.agree_stop('time budget' if rank == 0 else None)],
+         'main': T.from_main(f'rank {rank}'), 'gather': T.gather_all(rank)}
+    ps = [nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(1))]
+    ps[0].grad = torch.full((3,), float(rank + 1))
+    if rank == 0: ps[1].grad = torch.full((2,), 4.0)          # no gradient on rank 1: zeros there; none anywhere: stays None
+    T.sync_grads(ps)
+    r['grads'] = [ps[0].grad.tolist(), ps[1].grad.tolist(), ps[2].grad]
+    rec = {'lm': {'raw': float(rank), 'weight': 0.5, 'weighted': 2.0 * rank}, 'kd': {'raw': None, 'weight': 0.0, 'weighted': None},
+           'total': 2.0 * rank}
+    r['record'] = T.reduce_record(rec, 10 + rank)
+    # the step: micro-batches of one row each, a NaN on rank 1 only at step 1
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    opt = torch.optim.AdamW([{'params': list(model.parameters()), 'lr': 0.1, 'lr_mult': 1.0}])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler('cpu', enabled=False)
+    def stub_loss(run, b, step):
+        loss = model(b['x']).pow(2).mean() * (float('nan') if b['nan'] else 1.0)
+        return NS(total=loss, record=lambda: {'lm': {'raw': loss.item(), 'weight': 1.0, 'weighted': loss.item()}, 'total': loss.item()})
+    T.compute_loss = stub_loss
+    run = NS(cfg=NS(train=NS(grad_clip=1.0)))
+    xs = torch.arange(8.0).reshape(4, 1, 2) / 8
+    steps = []
+    for step in range(2):
+        mine = [{'x': xs[k], 's_mask': torch.ones(1, 3), 'nan': step == 1 and rank == 1} for k in range(rank, 4, world)]
+        res = T.dist_optimizer_step(run, opt, sched, scaler, mine, step)
+        steps.append({'skipped': res.skipped, 'tokens': res.tokens, 'total': res.loss.get('total'),
+                      'weight': model.weight.detach().tolist()})
+    r['steps'] = steps
+    Path(out, f'{rank}.json').write_text(json.dumps(r))
+    dist.destroy_process_group()
+
+
+def test_collectives_and_step_agree(tmp_path):
+    "Two gloo processes: agreement, broadcast, gradient averaging, record reduction, and a NaN on one rank skipping the step on both."
+    import multiprocessing as mp, socket
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    ctx = mp.get_context('spawn')
+    procs = [ctx.Process(target=_collectives_worker, args=(r, 2, port, str(tmp_path))) for r in range(2)]
+    for p in procs: p.start()
+    for p in procs: p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    r0, r1 = (json.loads((tmp_path / f'{r}.json').read_text()) for r in range(2))
+    for r in (r0, r1):
+        assert r['agree'] == [True, False] and r['stop'] == [None, 'SIGTERM', 'time budget']
+        assert r['main'] == 'rank 0' and r['gather'] == [0, 1]
+        assert r['grads'] == [[1.5] * 3, [2.0] * 2, None]
+        assert r['record'] == [{'lm': {'raw': 0.5, 'weight': 0.5, 'weighted': 1.0}, 'kd': {'raw': None, 'weight': 0.0, 'weighted': None},
+                                'total': 1.0}, 21]
+    first, second = r0['steps']
+    assert r1['steps'][0] == first and r1['steps'][1]['weight'] == second['weight']   # the same step on both processes
+    assert r1['steps'][1]['skipped'] == second['skipped']
+    assert first['skipped'] is None and first['tokens'] == 12
+    assert second['skipped'] == "loss component 'lm'" and second['tokens'] == 0 and second['weight'] == first['weight']
+    # the same step in one process: the mean over the 4 micro-batches of each one's loss
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    xs = torch.arange(8.0).reshape(4, 1, 2) / 8
+    loss = sum(model(x).pow(2).mean() for x in xs) / 4
+    loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
+    torch.testing.assert_close(torch.tensor(first['weight']), model.weight.detach(), atol=1e-6, rtol=0)
+    assert abs(first['total'] - loss.item()) < 1e-6
