@@ -85,7 +85,7 @@ DEFAULT_WEIGHTS: dict[str, Schedule] = default_weights()   # decided in kaggle_d
 DEFAULT_TEMPERATURE: Schedule = LossConfig().temperature
 
 def default_curriculum() -> Curriculum:
-    "The default curriculum: KD warm-up, then feature/attention, then contrastive; T 2.0 -> 1.5."
+    "The default curriculum: LM and KD at 1 from the start, then feature/attention, then contrastive; T = 1."
     return Curriculum(DEFAULT_WEIGHTS, DEFAULT_TEMPERATURE)
 
 # %% ../nbs/12_curriculum.ipynb #a58fe5e5
