@@ -4,7 +4,8 @@
 
 # %% ../nbs/15_retokenize.ipynb #233374f8
 from __future__ import annotations
-import hashlib
+import hashlib, os
+from pathlib import Path
 from dataclasses import dataclass
 import numpy as np
 import torch
@@ -16,7 +17,8 @@ from .divergence import ROW_DIVERGENCES, TEMPERATURE_POWER, topk_tail
 from .kd import KD
 
 # %% auto #0
-__all__ = ['first_tokens', 'RetokMap', 'retok_map', 'coverage_report', 'group_log_probs', 'RetokKD', 'make_retok_kd']
+__all__ = ['first_tokens', 'RetokMap', 'retok_cache_dir', 'save_retok_map', 'load_retok_map', 'retok_map', 'coverage_report',
+           'group_log_probs', 'RetokKD', 'make_retok_kd']
 
 # %% ../nbs/15_retokenize.ipynb #3e3b758d
 def first_tokens(texts: list[bytes], tok) -> list[int | None]:
@@ -72,11 +74,38 @@ def _retok_map(s_tok, t_tok) -> RetokMap:
 
 
 _MAPS: dict = {}
+_MAP_VERSION = 1          # bump when `_retok_map` changes: maps on disk from another version are not read
+
+def retok_cache_dir() -> Path:
+    "Where computed maps are kept between processes: `$KAGGLE_DISTILL_CACHE/retok`, else `~/.cache/kaggle_distill/retok`."
+    return Path(os.environ.get('KAGGLE_DISTILL_CACHE') or Path.home() / '.cache' / 'kaggle_distill') / 'retok'
+
+def save_retok_map(m: RetokMap, f: Path):
+    "Write `m` to `f` atomically (a temporary file, then a rename); a folder that cannot be written is skipped."
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f'.{f.name}.{os.getpid()}.tmp')
+        with open(tmp, 'wb') as fh:
+            np.savez(fh, s_group=m.s_group.numpy(), t_group=m.t_group.numpy(), n_groups=m.n_groups, s_kind=m.s_kind, t_kind=m.t_kind)
+        tmp.replace(f)
+    except OSError: pass
+
+def load_retok_map(f: Path) -> RetokMap | None:
+    "The map saved in `f`, or None when it is missing or unreadable (it is then recomputed)."
+    try:
+        with np.load(f) as z:
+            return RetokMap(torch.from_numpy(z['s_group']), torch.from_numpy(z['t_group']), int(z['n_groups']), z['s_kind'], z['t_kind'])
+    except (OSError, ValueError, KeyError, EOFError): return None
 
 def retok_map(s_tok, t_tok) -> RetokMap:
-    "The `RetokMap` of a (student, teacher) tokenizer pair, computed once per pair and process."
+    "The `RetokMap` of a (student, teacher) tokenizer pair: computed once, then read from memory or from `retok_cache_dir()`."
     key = tuple(hashlib.blake2b(t.backend_tokenizer.to_str().encode(), digest_size=8).hexdigest() for t in (s_tok, t_tok))
-    if key not in _MAPS: _MAPS[key] = _retok_map(s_tok, t_tok)
+    if key not in _MAPS:
+        f = retok_cache_dir() / f'{key[0]}-{key[1]}-v{_MAP_VERSION}.npz'
+        m = load_retok_map(f)
+        if m is None or len(m.s_group) != len(s_tok) or len(m.t_group) != len(t_tok):
+            m = _retok_map(s_tok, t_tok); save_retok_map(m, f)
+        _MAPS[key] = m
     return _MAPS[key]
 
 # %% ../nbs/15_retokenize.ipynb #f70b93cd
