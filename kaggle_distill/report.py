@@ -63,7 +63,7 @@ def _plot(ax, x, y, fmt: str = '-', **kw):
     "Plot y over x with a marker on every point when there are few (≤ MARKERS_UP_TO finite points), so no line joins unmarked points."
     n = int(np.isfinite(np.asarray(y, float)).sum())
     if n <= MARKERS_UP_TO and not any(m in fmt for m in 'osx^vD*'): kw.setdefault('marker', 'o'); kw.setdefault('ms', 3.5)
-    return ax.plot(x, y, fmt, **kw)
+    return ax.plot(x, y, fmt, clip_on=False, **kw)   # a marker on an axis limit (0 on a panel starting at 0) is drawn whole
 
 def _legend(ax):
     "Legend outside the axes, on the right, so it never covers the data."
@@ -169,13 +169,13 @@ def plot_eval(evals: list[dict]) -> Figure:
     fig, (a, b) = _fig(2, 9)
     st = [r for r in evals if r.get('model') == 'student']
     te = [r for r in evals if r.get('model') == 'teacher']
-    if st: a.plot(series(st, 'step'), series(st, 'bpb'), 'o-', label='student')
+    if st: _plot(a, series(st, 'step'), series(st, 'bpb'), 'o-', label='student')
     if len(te) == 1: a.axhline(te[0]['bpb'], color='black', ls='--', label=f"teacher ({te[0]['bpb']:.3f})")
-    elif te: a.plot(series(te, 'step'), series(te, 'bpb'), 's--', color='black', label='teacher')
+    elif te: _plot(a, series(te, 'step'), series(te, 'bpb'), 's--', color='black', label='teacher')
     a.set(title='held-out bits per byte (lower is better)', xlabel=STEP_LABEL, ylabel='bits / byte (of text)')
     if st:
-        b.plot(series(st, 'step'), series(st, 'top1'), 'o-', label='top-1 agreement')
-        b.plot(series(st, 'step'), series(st, 'top5'), 's-', label='top-5 overlap')
+        _plot(b, series(st, 'step'), series(st, 'top1'), 'o-', label='top-1 agreement')      # 0 at step 0: on the axis, whole
+        _plot(b, series(st, 'step'), series(st, 'top5'), 's-', label='top-5 overlap')
     top = np.nanmax(np.r_[series(st, 'top1'), series(st, 'top5'), 0.0]) if st else 0.0
     b.set(title='agreement with the teacher', xlabel=STEP_LABEL, ylabel='fraction of aligned positions (0–1)',
           ylim=(0, min(1.0, max(0.05, 1.15 * top))))

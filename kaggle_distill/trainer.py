@@ -457,7 +457,8 @@ def evaluate_run(run: Run, step: int) -> dict:
     "Teacher and student metrics on the held-out batches, with the training loss at `step`."
     from kaggle_distill.evaluate import evaluate, eval_kwargs
     return evaluate(run.teacher, run.student, run.eval_batches, loss_fn=lambda b: compute_loss(run, b, step),
-                    **eval_kwargs(run.s_tok, run.t_tok), autocast_dtype=run.autocast, modules=[run.kd, run.aux, run.loss])
+                    **eval_kwargs(run.s_tok, run.t_tok), autocast_dtype=run.autocast, modules=[run.kd, run.aux, run.loss],
+                    progress=f'evaluation at step {step}')
 
 def _metrics(r: dict) -> dict:
     "The numbers of one model's evaluation worth keeping in the summary."
