@@ -297,12 +297,13 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
 
 # %% ../nbs/30_evaluate.ipynb #5b53bf7f
 def eval_records(result: dict, step: int, models: tuple[str, ...] = ('teacher', 'student')) -> list[dict]:
-    "The `metrics.jsonl` eval lines (`kind`, `step`, `model`, nll, ppl, bpb, top1, top5, kd, loss) for an `evaluate` result."
+    "The `metrics.jsonl` eval lines (`kind`, `step`, `model`, nll, ppl, bpb, top1, top5, kd, loss; `routing` when the router ran) for an `evaluate` result."
     recs = []
     for who in models:
         r = result[who]
         recs.append({'kind': 'eval', 'step': int(step), 'model': who, 'nll': r['nll'], 'ppl': r['ppl'], 'bpb': r['bpb'],
-                     'top1': r.get('top1'), 'top5': r.get('top5'), 'kd': r.get('kd'), 'loss': r.get('loss')})
+                     'top1': r.get('top1'), 'top5': r.get('top5'), 'kd': r.get('kd'), 'loss': r.get('loss'),
+                     **({'routing': r['routing']} if r.get('routing') else {})})   # the student-aware router's histogram, when it ran
     return recs
 
 # %% ../nbs/30_evaluate.ipynb #e566d333
