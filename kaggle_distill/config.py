@@ -108,7 +108,7 @@ class TrainConfig:
     weight_decay: float = fld(0.01, lo=0.0, hi=1.0, doc='AdamW weight decay (never on norms and biases)')
     grad_clip: float = fld(1.0, lo=0.0, lo_open=True, doc='max global gradient norm')
     projector_lr_mult: float = fld(5.0, lo=0.0, lo_open=True, doc='learning-rate multiplier of the projector')
-    router_lr_mult: float = fld(2.0, lo=0.0, lo_open=True, doc='learning-rate multiplier of router parameters')
+    router_lr_mult: float = fld(2.0, lo=0.0, lo_open=True, doc="learning-rate multiplier of router parameters (a MoE student's router; the student-aware router's routing heads)")
     ema: float = fld(0.0, lo=0.0, hi=1.0, doc='EMA decay of student weights; 0 = off')
     log_every: int = fld(10, lo=1, doc='optimizer steps between two log records')
     eval_every: int = fld(50, lo=1, doc='optimizer steps between two evaluations')
