@@ -44,7 +44,7 @@ class Schedule:
 
 # %% ../nbs/00_config.ipynb #0de1b4e2
 DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
-LOSS_NAMES = ('lm', 'kd', 'feature', 'attention', 'router', 'contrastive')
+LOSS_NAMES = ('lm', 'kd', 'feature', 'attention', 'router', 'contrastive', 'routed_feature', 'route_balance')
 KD_METHODS = ('projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'same_tokenizer')
 DIVERGENCES = ('forward_kl', 'reverse_kl', 'jsd', 'skew_kl', 'tv')
 
@@ -73,13 +73,15 @@ DEMO_STUDENT = {'num_hidden_layers': 4, 'hidden_size': 128, 'intermediate_size':
 def default_weights() -> dict:
     """The default curriculum of every loss weight: LM and KD at 1 throughout (KD at full weight from the first step won
     on held-out text in `bench/kd_vs_lm.py`; 15_retokenize has the evidence),
-    hidden-state feature and attention losses entering at 30%, contrastive at 60%; router off (a dense student has none)."""
+    hidden-state feature and attention losses entering at 30%, contrastive at 60%; router off (a dense student has none);
+    the student-aware router's `routed_feature` and `route_balance` off (`kaggle_distill.router`: on where its ablation says so)."""
     return {'lm': Schedule.constant(1.0),
             'kd': Schedule.constant(1.0),
             'feature': Schedule(0.01, 0.1, 0.3, 0.5, active_from=0.3),
             'attention': Schedule(0.01, 0.1, 0.3, 0.5, active_from=0.3),
             'router': Schedule(),
-            'contrastive': Schedule(0.01, 0.05, 0.6, 0.8, active_from=0.6)}
+            'contrastive': Schedule(0.01, 0.05, 0.6, 0.8, active_from=0.6),
+            'routed_feature': Schedule(), 'route_balance': Schedule()}
 
 @dataclass
 class LossConfig:
@@ -93,6 +95,8 @@ class LossConfig:
     temperature: Schedule = fld(factory=lambda: Schedule.constant(1.0), doc='KD temperature over training')
     weights: dict = fld(factory=default_weights, doc=f'one Schedule per loss: {", ".join(LOSS_NAMES)}')
     adaptive: bool = fld(False, doc='divide each auxiliary term by a running mean of its magnitude')
+    router_window: int = fld(1, lo=0, hi=8, doc='student-aware router: teacher layers t-window..t+window are sources of mapped layer t')
+    router_experts: bool = fld(True, doc="student-aware router: a mixture-of-experts teacher's experts are sources too")
 
 @dataclass
 class TrainConfig:
@@ -105,7 +109,7 @@ class TrainConfig:
     weight_decay: float = fld(0.01, lo=0.0, hi=1.0, doc='AdamW weight decay (never on norms and biases)')
     grad_clip: float = fld(1.0, lo=0.0, lo_open=True, doc='max global gradient norm')
     projector_lr_mult: float = fld(5.0, lo=0.0, lo_open=True, doc='learning-rate multiplier of the projector')
-    router_lr_mult: float = fld(2.0, lo=0.0, lo_open=True, doc='learning-rate multiplier of router parameters')
+    router_lr_mult: float = fld(2.0, lo=0.0, lo_open=True, doc="learning-rate multiplier of router parameters (a MoE student's router; the student-aware router's routing heads)")
     ema: float = fld(0.0, lo=0.0, hi=1.0, doc='EMA decay of student weights; 0 = off')
     log_every: int = fld(10, lo=1, doc='optimizer steps between two log records')
     eval_every: int = fld(50, lo=1, doc='optimizer steps between two evaluations')
@@ -238,7 +242,15 @@ def _cross_checks(cfg: Config, errors: list):
     if min(t.start, t.end) <= 0 or t.active_from > 0:
         errors.append(f"loss.temperature: must stay > 0 over the whole run (start={t.start}, end={t.end}, "
                       f"active_from={t.active_from}); e.g. loss.temperature.start=2.0 loss.temperature.end=1.5")
-    if all(s.is_off for s in cfg.loss.weights.values()):
+    w = cfg.loss.weights
+    if w['routed_feature'].is_off and not w['route_balance'].is_off:
+        errors.append("loss.weights.route_balance is on but loss.weights.routed_feature is off for the whole run: the balance "
+                      "of a router that is never trained means nothing; turn routed_feature on (e.g. loss.weights.routed_feature=0.1) "
+                      "or set loss.weights.route_balance=0")
+    if cfg.loss.router_window == 0 and not w['routed_feature'].is_off and not cfg.loss.router_experts:
+        errors.append("loss.router_window=0 with loss.router_experts=false leaves the router one source per layer: nothing to "
+                      "route; use loss.router_window=1 (or more), or loss.router_experts=true with a mixture-of-experts teacher")
+    if all(s.is_off for s in w.values()):
         errors.append("loss.weights: every loss weight is 0, so nothing would be trained; set e.g. loss.weights.lm=1.0")
     if not cfg.run_dir.strip():
         errors.append("run_dir: empty; name the folder for checkpoints and metrics, e.g. run_dir=runs/my-run")

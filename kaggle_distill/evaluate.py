@@ -247,7 +247,7 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
              s_vocab: int | None = None, t_vocab: int | None = None,
              s_prefix: int | None = None, t_prefix: int | None = None,
              autocast_dtype: torch.dtype | None = None, modules: Iterable[nn.Module] = (),
-             progress: bool = False, teacher_fn: Callable | None = None, confident: float = 0.5) -> dict:
+             progress: bool | str = False, teacher_fn: Callable | None = None, confident: float = 0.5) -> dict:
     "Bits per byte (with intervals), perplexity, agreement and KL on aligned pairs, and the training loss of `teacher` and `student` over `batches`."
     if shared is None and s_vocab and t_vocab and s_vocab != t_vocab:     # fail before any forward pass
         raise ValueError(_NO_SHARED.format(Vs=s_vocab, Vt=t_vocab))
@@ -257,9 +257,11 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
     in_eval = [teacher, student, *modules, *([loss_fn] if isinstance(loss_fn, nn.Module) else [])]
     with preserved_rng(), eval_mode(*in_eval):
         it = batches
-        if progress:
+        if progress:                                    # a bar once it runs > 2 s, ~1 refresh/s, gone when done
             from tqdm.auto import tqdm
-            it = tqdm(batches, desc='eval', leave=False)
+            from kaggle_distill.models import progress_quiet
+            it = tqdm(batches, desc=progress if isinstance(progress, str) else 'eval', unit=' batches', leave=False, delay=2,
+                      mininterval=1, dynamic_ncols=True, disable=progress_quiet())
         for b in it:
             t_rows, t_n, t_P = teacher_fn(b)
             s_lg = forward_logits(student, b['s_ids'], b['s_mask'], prefix_id=s_prefix, autocast_dtype=autocast_dtype)
@@ -295,12 +297,13 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
 
 # %% ../nbs/30_evaluate.ipynb #5b53bf7f
 def eval_records(result: dict, step: int, models: tuple[str, ...] = ('teacher', 'student')) -> list[dict]:
-    "The `metrics.jsonl` eval lines (`kind`, `step`, `model`, nll, ppl, bpb, top1, top5, kd, loss) for an `evaluate` result."
+    "The `metrics.jsonl` eval lines (`kind`, `step`, `model`, nll, ppl, bpb, top1, top5, kd, loss; `routing` when the router ran) for an `evaluate` result."
     recs = []
     for who in models:
         r = result[who]
         recs.append({'kind': 'eval', 'step': int(step), 'model': who, 'nll': r['nll'], 'ppl': r['ppl'], 'bpb': r['bpb'],
-                     'top1': r.get('top1'), 'top5': r.get('top5'), 'kd': r.get('kd'), 'loss': r.get('loss')})
+                     'top1': r.get('top1'), 'top5': r.get('top5'), 'kd': r.get('kd'), 'loss': r.get('loss'),
+                     **({'routing': r['routing']} if r.get('routing') else {})})   # the student-aware router's histogram, when it ran
     return recs
 
 # %% ../nbs/30_evaluate.ipynb #e566d333

@@ -19,8 +19,8 @@ if TYPE_CHECKING: from transformers import LlamaForCausalLM, PreTrainedModel, Qw
 __all__ = ['REFERENCE_STUDENT', 'REFERENCE_TEACHER', 'TEACHER_TOKENIZER_LEN', 'TINY_STUDENT', 'TINY_TEACHER', 'ARCHITECTURES',
            'REFERENCE_CONFIGS', 'model_config', 'count_parameters', 'shrink', 'padded_vocab_size', 'tiny_student',
            'tiny_teacher', 'real_vocab_mask', 'real_logits', 'mask_padded_logits', 'DtypePolicy', 'dtype_policy',
-           'resolve_dtype', 'scratch_base', 'scratch_config', 'load_model_spec', 'check_scratch', 'layer_map',
-           'paired_hidden_states', 'enable_gradient_checkpointing']
+           'progress_quiet', 'slow_phase', 'resolve_dtype', 'scratch_base', 'scratch_config', 'load_model_spec',
+           'check_scratch', 'layer_map', 'paired_hidden_states', 'enable_gradient_checkpointing']
 
 # %% ../nbs/02_models.ipynb #32f8dfc2
 REFERENCE_STUDENT = dict(  # HuggingFaceTB/SmolLM-135M
@@ -129,6 +129,28 @@ def dtype_policy(device='cpu', capability: tuple[int, int] | None = None) -> Dty
     if major >= 6: return DtypePolicy(torch.float16, torch.float32, torch.float16)
     return DtypePolicy(torch.float32, torch.float32, None)
 
+# %% ../nbs/02_models.ipynb #cc882a02
+import contextlib, os, sys, threading, time
+
+def progress_quiet() -> bool:
+    "True when progress output is off (`TQDM_DISABLE` set to 1/true/yes), read now rather than at import."
+    return os.environ.get('TQDM_DISABLE', '').lower() in ('1', 'true', 'yes')
+
+@contextlib.contextmanager
+def slow_phase(desc: str, delay: float = 2.0, every: float = 10.0, file=None):
+    """Around a phase without steps to count: after `delay` s print '`desc` ...', then '`desc`: N s so far' every `every` s,
+    and '`desc`: done in N s' at the end if anything was printed (to stderr; nothing under `TQDM_DISABLE=1`)."""
+    out, t0, stop, said = file or sys.stderr, time.perf_counter(), threading.Event(), []
+    def beat():
+        if stop.wait(delay) or progress_quiet(): return
+        print(f'{desc} ...', file=out, flush=True); said.append(1)
+        while not stop.wait(every): print(f'{desc}: {time.perf_counter() - t0:.0f} s so far', file=out, flush=True)
+    th = threading.Thread(target=beat, daemon=True); th.start()
+    try: yield
+    finally:
+        stop.set(); th.join()
+        if said: print(f'{desc}: done in {time.perf_counter() - t0:.1f} s', file=out, flush=True)
+
 # %% ../nbs/02_models.ipynb #23a32c38
 ARCHITECTURES = {'llama': TINY_STUDENT, 'qwen3_moe': TINY_TEACHER}
 REFERENCE_CONFIGS = {REFERENCE_STUDENT_ID: REFERENCE_STUDENT, REFERENCE_TEACHER_ID: REFERENCE_TEACHER}   # the hub ids of the pair
@@ -171,14 +193,15 @@ def load_model_spec(spec, role: str, device='cpu', tokenizer=None, seed: int = 0
     if role not in ('teacher', 'student'): raise ValueError(f"role must be 'teacher' or 'student', not {role!r}")
     tok = tokenizer if tokenizer is not None else assets.load_tokenizer(spec.tokenizer or spec.name)
     dtype = resolve_dtype(spec.dtype, role, dtype_policy(device))
-    if spec.scratch or spec.name in ARCHITECTURES:
-        model = _build(scratch_config(spec.name, len(tok), role, dict(spec.scratch)), seed)
-    else: model = assets.load_model(spec.name, dtype=dtype)
+    with slow_phase(f'loading the {role} {spec.name!r} onto {device}'):
+        if spec.scratch or spec.name in ARCHITECTURES:
+            model = _build(scratch_config(spec.name, len(tok), role, dict(spec.scratch)), seed)
+        else: model = assets.load_model(spec.name, dtype=dtype)
     rows = model.get_input_embeddings().num_embeddings
     if rows < len(tok):
         raise ValueError(f'{role} {spec.name!r} has {rows} embedding rows but its tokenizer {spec.tokenizer or spec.name!r} '
                          f'has {len(tok)} ids; give the model its own tokenizer')
-    model = model.to(device=device, dtype=dtype)
+    with slow_phase(f'moving the {role} to {device} as {str(dtype).removeprefix("torch.")}'): model = model.to(device=device, dtype=dtype)
     if role == 'teacher': model.eval().requires_grad_(False)
     return model
 

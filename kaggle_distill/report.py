@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
 # %% auto #0
 __all__ = ['STEP_LABEL', 'MARKERS_UP_TO', 'TABLE_ROWS', 'TABLE_COLS', 'TIME_PHASES', 'PLOTS', 'read_metrics', 'series',
            'components', 'plot_losses', 'plot_curriculum', 'plot_lr', 'plot_grad_norm', 'plot_throughput', 'plot_eval',
-           'fmt', 'table_columns', 'summary_table', 'gap_closed', 'time_split_lines', 'run_facts', 'status_line',
-           'write_report']
+           'routing_evals', 'plot_router', 'fmt', 'table_columns', 'summary_table', 'gap_closed', 'time_split_lines',
+           'run_facts', 'status_line', 'write_report']
 
 # %% ../nbs/31_report.ipynb #8c9d3322
 def read_metrics(path: Path | str) -> tuple[list[dict], list[dict], list[str]]:
@@ -63,7 +63,7 @@ def _plot(ax, x, y, fmt: str = '-', **kw):
     "Plot y over x with a marker on every point when there are few (≤ MARKERS_UP_TO finite points), so no line joins unmarked points."
     n = int(np.isfinite(np.asarray(y, float)).sum())
     if n <= MARKERS_UP_TO and not any(m in fmt for m in 'osx^vD*'): kw.setdefault('marker', 'o'); kw.setdefault('ms', 3.5)
-    return ax.plot(x, y, fmt, **kw)
+    return ax.plot(x, y, fmt, clip_on=False, **kw)   # a marker on an axis limit (0 on a panel starting at 0) is drawn whole
 
 def _legend(ax):
     "Legend outside the axes, on the right, so it never covers the data."
@@ -71,7 +71,9 @@ def _legend(ax):
 
 def _fig(ncols: int = 1, width: float = 6.0) -> tuple[Figure, list]:
     fig = Figure(figsize=(width, 3.2), dpi=80, layout='constrained')     # on screen; files are saved at 100 dpi
-    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    for ax in axes: ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # steps are whole numbers: no tick at step 5.5
+    return fig, axes
 
 def _log_y(ax, *values: np.ndarray) -> bool:
     "Log y axis (ticks at 1, 2, 5 × 10^n as plain numbers) when the positive `values` span a decade or more."
@@ -169,17 +171,40 @@ def plot_eval(evals: list[dict]) -> Figure:
     fig, (a, b) = _fig(2, 9)
     st = [r for r in evals if r.get('model') == 'student']
     te = [r for r in evals if r.get('model') == 'teacher']
-    if st: a.plot(series(st, 'step'), series(st, 'bpb'), 'o-', label='student')
+    if st: _plot(a, series(st, 'step'), series(st, 'bpb'), 'o-', label='student')
     if len(te) == 1: a.axhline(te[0]['bpb'], color='black', ls='--', label=f"teacher ({te[0]['bpb']:.3f})")
-    elif te: a.plot(series(te, 'step'), series(te, 'bpb'), 's--', color='black', label='teacher')
+    elif te: _plot(a, series(te, 'step'), series(te, 'bpb'), 's--', color='black', label='teacher')
     a.set(title='held-out bits per byte (lower is better)', xlabel=STEP_LABEL, ylabel='bits / byte (of text)')
     if st:
-        b.plot(series(st, 'step'), series(st, 'top1'), 'o-', label='top-1 agreement')
-        b.plot(series(st, 'step'), series(st, 'top5'), 's-', label='top-5 overlap')
+        _plot(b, series(st, 'step'), series(st, 'top1'), 'o-', label='top-1 agreement')      # 0 at step 0: on the axis, whole
+        _plot(b, series(st, 'step'), series(st, 'top5'), 's-', label='top-5 overlap')
     top = np.nanmax(np.r_[series(st, 'top1'), series(st, 'top5'), 0.0]) if st else 0.0
     b.set(title='agreement with the teacher', xlabel=STEP_LABEL, ylabel='fraction of aligned positions (0–1)',
           ylim=(0, min(1.0, max(0.05, 1.15 * top))))
     for ax in (a, b): ax.grid(alpha=0.3); _legend(ax)
+    return fig
+
+# %% ../nbs/31_report.ipynb #4d899f5e
+def routing_evals(evals: list[dict]) -> list[dict]:
+    "The student's evaluation records that carry a routing histogram (the router ran at that evaluation)."
+    return [r for r in evals if r.get('model') == 'student' and isinstance(r.get('routing'), dict)]
+
+def plot_router(evals: list[dict]) -> Figure:
+    "Two panels: the router's balance loss and sharpness per evaluation, and its routing histogram at the last one."
+    from kaggle_distill.router import plot_routing
+    st = routing_evals(evals)
+    if not st: raise ValueError('no evaluation record has a routing histogram: the student-aware router did not run')
+    n_layers = len(st[-1]['routing']['layers'])
+    fig = Figure(figsize=(10, max(3.2, 0.22 * n_layers + 1.4)), dpi=80, layout='constrained')
+    a, b = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    a.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    x = series(st, 'step')
+    _plot(a, x, [r['routing']['balance'] for r in st], 'o-', label='balance loss (1: collapsed)')
+    _plot(a, x, [r['routing']['sharpness'] for r in st], 's-', label='sharpness (0: unused)')
+    a.set(title='student-aware router, held-out', xlabel=STEP_LABEL, ylabel='fraction (0–1)', ylim=(0, 1))
+    a.grid(alpha=0.3); _legend(a)
+    plot_routing(st[-1]['routing'], ax=b, title=f"mean routing weight per mapped layer at step {int(x[-1])}")
+    b.set(xlabel='mean routing weight (fraction, 0–1)', ylabel='mapped layer (student->teacher)')
     return fig
 
 # %% ../nbs/31_report.ipynb #8f119623
@@ -269,8 +294,8 @@ def write_report(run_dir: Path | str) -> Path:
     summary = json.loads(sp.read_text()) if sp.exists() else None
     (run_dir / 'plots').mkdir(exist_ok=True)
     made = []
-    for name, plot in [*PLOTS.items(), ('evaluation', plot_eval)]:
-        recs = evals if name == 'evaluation' else train
+    for name, plot in [*PLOTS.items(), ('evaluation', plot_eval), *([('routing', plot_router)] if routing_evals(evals) else [])]:
+        recs = evals if name in ('evaluation', 'routing') else train
         if not recs: notes.append(f'no {"eval" if name == "evaluation" else "train"} records: {name}.png not drawn'); continue
         plot(recs).savefig(run_dir / 'plots' / f'{name}.png', dpi=100); made.append(name)
     md = [f'# Distillation report: {run_dir.name}', '']

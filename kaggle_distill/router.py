@@ -16,7 +16,8 @@ from .models import layer_map
 
 # %% auto #0
 __all__ = ['teacher_window', 'moe_blocks', 'all_expert_outputs', 'capture_expert_sources', 'Routed', 'StudentAwareRouter',
-           'route_balance_loss', 'route_sharpness', 'routing_histogram', 'plot_routing']
+           'route_balance_loss', 'route_sharpness', 'routing_histogram', 'plot_routing', 'teacher_sources',
+           'RoutingLog', 'collect_routing']
 
 # %% ../nbs/16_router.ipynb #r14c007
 def teacher_window(t: int, n_teacher: int, window: int = 1) -> list[int]:
@@ -98,6 +99,7 @@ class StudentAwareRouter(nn.Module):
         for r in self.routers: nn.init.zeros_(r.weight); nn.init.zeros_(r.bias)      # uniform routing at init
         self.maps = nn.ModuleList(nn.Linear(d_s, d_t, bias=False) for _ in self.pairs)
         for m in self.maps: nn.init.orthogonal_(m.weight)
+        self.collecting: list | None = None          # `collect_routing` puts a list here: every call's weights go into it
 
     @classmethod
     def for_models(cls, student: nn.Module, teacher: nn.Module, window: int = 1, experts: bool = True, **kw) -> StudentAwareRouter:
@@ -167,6 +169,7 @@ class StudentAwareRouter(nn.Module):
                 a, b = F.layer_norm(mapped.float(), (self.d_t,)), F.layer_norm(target, (self.d_t,))
                 losses.append((1 - F.cosine_similarity(a, b, dim=-1)).mean() if len(sf) else mapped.float().sum() * 0.0)
             weights.append(w)
+        if self.collecting is not None: self.collecting.append([w.detach() for w in weights])
         return Routed(torch.stack(losses).mean(), weights)
 
 # %% ../nbs/16_router.ipynb #r14c022
@@ -219,3 +222,29 @@ def plot_routing(hist: dict, ax=None, title: str | None = None):
     ax.set_title(title or f"balance loss {hist['balance']:.3f} (1: collapsed)\nsharpness {hist['sharpness']:.3f} (0: unused)", fontsize=8)
     ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
+
+# %% ../nbs/16_router.ipynb #c4fc251d
+@contextmanager
+def teacher_sources(router: StudentAwareRouter | None, teacher: nn.Module, pair_b: Tensor, pair_t: Tensor):
+    "Around the teacher's forward: yields the dict its expert sources are captured into, or None when `router` is None or routes over layers only."
+    if router is None or not router.expert_layers:
+        yield None; return
+    with capture_expert_sources(teacher, router.expert_layers, pair_b, pair_t) as srcs: yield srcs
+
+class RoutingLog:
+    "The routing weights of every router call while collecting (one list of per-layer `[P, n_sources]` tensors per call)."
+    def __init__(self, router: StudentAwareRouter | None): self.router, self.weights = router, []
+    def histogram(self) -> dict:
+        "`routing_histogram` over all collected calls (positions of every call pooled per mapped layer)."
+        if not self.weights: raise ValueError("the router did not run while collecting: no routing to summarise")
+        return routing_histogram(self.router, [torch.cat(ws) for ws in zip(*self.weights)])
+
+@contextmanager
+def collect_routing(router: StudentAwareRouter | None):
+    "Yields a `RoutingLog` that records the weights of every call of `router` inside the `with` (stays empty for None)."
+    log = RoutingLog(router)
+    if router is None:
+        yield log; return
+    prev, router.collecting = router.collecting, log.weights
+    try: yield log
+    finally: router.collecting = prev

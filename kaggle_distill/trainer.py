@@ -39,9 +39,11 @@ def param_groups(student: nn.Module, extra: dict[str, nn.Module], tc) -> list[di
         groups.setdefault((mult, decay), []).append(p)
     for name, p in student.named_parameters():
         add(name, p, tc.router_lr_mult if 'router' in name.lower() or '.gate.' in name.lower() else 1.0)
+    routing = {id(p) for mod in extra.values() for sub in mod.modules() if hasattr(sub, 'router_param_names')
+               for p in sub.param_groups()['router']}      # the student-aware router's routing heads (its maps are projector-like)
     for mod_name, mod in extra.items():
         for name, p in mod.named_parameters():
-            add(f'{mod_name}.{name}', p, tc.projector_lr_mult)
+            add(f'{mod_name}.{name}', p, tc.router_lr_mult if id(p) in routing else tc.projector_lr_mult)
     return [dict(params=ps, lr=tc.lr * mult, lr_mult=mult, weight_decay=tc.weight_decay if decay else 0.0)
             for (mult, decay), ps in sorted(groups.items(), key=lambda kv: kv[0])]
 
@@ -173,6 +175,10 @@ def build_run(cfg: Config) -> Run:
     if _on(cfg, 'feature'):
         aux['feature'] = FeatureLoss(d_s, d_t, n_pairs=len(layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)))
     if _on(cfg, 'contrastive'): aux['contrastive'] = ContrastiveLoss(d_s, d_t)
+    if _on(cfg, 'routed_feature'):
+        from kaggle_distill.router import StudentAwareRouter
+        try: aux['router'] = StudentAwareRouter.for_models(student, teacher, window=cfg.loss.router_window, experts=cfg.loss.router_experts)
+        except ValueError as e: raise ConfigError(f"loss.weights.routed_feature is on but {e}") from None
     aux.to(device)
     curriculum = Curriculum.from_config(cfg.loss)
     loader = make_loader(train_blocks, tc.batch_size, s_tok, t_tok, seed=tc.seed)
@@ -213,12 +219,15 @@ def compute_loss(run: Run, batch: dict, step: int):
     s = _to({k: batch[k] for k in ('s_ids', 's_mask')}, run.device)
     tb = _to({k: batch[k] for k in ('t_ids', 't_mask', 'pair_b', 'pair_t')}, run.teacher_device)
     pb, ps = batch['pair_b'].to(run.device), batch['pair_s'].to(run.device)
+    routing = w['routed_feature'] > 0 or w['route_balance'] > 0    # the student-aware router runs (kaggle_distill.router)
     @functools.cache
     def teacher():                                   # only run when a term that needs the teacher is computed
-        logits, h, t_out = teacher_at_pairs(run, tb, hidden=w['feature'] > 0, attentions=w['attention'] > 0)
-        return logits.to(run.device), h.to(run.device), t_out
+        from kaggle_distill.router import teacher_sources
+        with teacher_sources(run.aux['router'] if routing else None, run.teacher, tb['pair_b'], tb['pair_t']) as experts:
+            logits, h, t_out = teacher_at_pairs(run, tb, hidden=w['feature'] > 0 or routing, attentions=w['attention'] > 0)
+        return logits.to(run.device), h.to(run.device), t_out, experts
     with torch.autocast(run.device.type, dtype=run.autocast or torch.float32, enabled=run.autocast is not None):
-        out = run.student(input_ids=s['s_ids'], attention_mask=s['s_mask'], output_hidden_states=w['feature'] > 0 or w['contrastive'] > 0,
+        out = run.student(input_ids=s['s_ids'], attention_mask=s['s_mask'], output_hidden_states=w['feature'] > 0 or w['contrastive'] > 0 or routing,
                           output_attentions=w['attention'] > 0, **({'output_router_logits': True} if w['router'] > 0 else {}))
     terms = {'lm': lambda: lm_loss(out.logits, s['s_ids'], s['s_mask']),
              'kd': lambda: run.kd(out.logits[pb, ps], teacher()[0], teacher()[1], T)}
@@ -231,6 +240,12 @@ def compute_loss(run: Run, batch: dict, step: int):
                                                     batch['pair_t'].to(run.device))
     if _on(run.cfg, 'router'):
         terms['router'] = lambda: router_balance_loss(out.router_logits, run.student.config.num_experts_per_tok, s['s_mask'])
+    if _on(run.cfg, 'routed_feature'):                # one router pass per micro-batch serves both of its terms
+        from kaggle_distill.router import route_balance_loss
+        routed = functools.cache(lambda: run.aux['router'](out.hidden_states, teacher()[2].hidden_states, (pb, ps),
+                                                           (tb['pair_b'], tb['pair_t']), teacher()[3]))
+        terms['routed_feature'] = lambda: routed().loss
+        terms['route_balance'] = lambda: route_balance_loss(routed().weights)
     return run.loss(terms, step, run.total)
 
 # %% ../nbs/20_trainer.ipynb #6a3878d5
@@ -657,8 +672,13 @@ def check_state_shapes(run: Run, state: dict, path: Path):
 def evaluate_run(run: Run, step: int) -> dict:
     "Teacher and student metrics on the held-out batches, with the training loss at `step`."
     from kaggle_distill.evaluate import evaluate, eval_kwargs
-    return evaluate(run.teacher, run.student, run.eval_batches, loss_fn=lambda b: compute_loss(run, b, step),
-                    **eval_kwargs(run.s_tok, run.t_tok), autocast_dtype=run.autocast, modules=[run.kd, run.aux, run.loss])
+    from kaggle_distill.router import collect_routing
+    with collect_routing(run.aux['router'] if 'router' in run.aux else None) as routing:
+        ev = evaluate(run.teacher, run.student, run.eval_batches, loss_fn=lambda b: compute_loss(run, b, step),
+                      **eval_kwargs(run.s_tok, run.t_tok), autocast_dtype=run.autocast, modules=[run.kd, run.aux, run.loss],
+                      progress=f'evaluation at step {step}' if getattr(run, 'progress', True) else False)
+    if routing.weights: ev['student']['routing'] = routing.histogram()      # per evaluation, when the router ran
+    return ev
 
 def _metrics(r: dict) -> dict:
     "The numbers of one model's evaluation worth keeping in the summary."
@@ -753,6 +773,7 @@ def _train(cfg: Config, progress: bool, t_session: float) -> dict:
     found = from_main(resume_point(cfg) if is_main() else None)   # again under the lock; with torchrun, rank 0's choice
     with main_first(): run = build_run(cfg)            # with torchrun, rank 0 packs the data cache and the others read it
     tc, run_dir, main = cfg.train, Path(cfg.run_dir), is_main()
+    run.progress = progress                            # the evaluations' bars too
     opt, sched = make_optimizer(run.student, run.learnable(), tc)
     scaler = torch.amp.GradScaler(run.device.type, enabled=run.autocast == torch.float16)
     loader, reserve = run.train_loader, PhaseTimer(tc.time_budget_s, run, t_session)
