@@ -10,7 +10,7 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['ROW_DIVERGENCES', 'TEMPERATURE_POWER', 'log_probs', 'forward_kl', 'reverse_kl', 'jsd', 'skew_kl', 'tv', 'topk_tail',
-           'importance_sample', 'sampled_forward_kl', 'divergence']
+           'importance_sample', 'sampled_forward_kl', 'auto_chunk', 'divergence']
 
 # %% ../nbs/11_divergence.ipynb #5670bcd2
 def log_probs(logits: Tensor, T: float = 1.0) -> Tensor:
@@ -96,43 +96,99 @@ def _check_kind(kind: str, beta: float):
     if kind == 'jsd' and not 0 < beta < 1: raise ValueError(f"jsd needs 0 < beta < 1, got beta={beta}")
     if kind == 'skew_kl' and not 0 <= beta < 1: raise ValueError(f"skew_kl needs 0 <= beta < 1, got beta={beta}")
 
+_LOWEST = torch.finfo(torch.float32).min
+
+def _clamped_log_probs(x: Tensor, T: float) -> Tensor:
+    "`log_probs` with -inf raised to the lowest float32: a category of probability 0 then contributes 0·(finite) = 0 (NaN stays NaN)."
+    return log_probs(x, T).clamp_min_(_LOWEST)
+
+def _closed_form(s: Tensor, t: Tensor, kind: str, T: float, beta: float, need_s: bool, need_t: bool):
+    """Per-row divergence of 2-d logits (no T² factor) and, when asked, its exact gradients with respect to `s` and `t`
+    (float32 `[n, V]`), in one pass: for a row value f of log-probabilities, d f / d logits = (G - softmax·ΣG) / T with
+    G = d f / d log-probabilities, written out for each divergence."""
+    lp_t, lp_s = _clamped_log_probs(t, T), _clamped_log_probs(s, T)
+    gs = gt = None
+    if kind in ('forward_kl', 'reverse_kl'):
+        if kind == 'reverse_kl': lp_t, lp_s, need_t, need_s = lp_s, lp_t, need_s, need_t   # KL(Q||P): the same with roles swapped
+        p, d = lp_t.exp(), lp_t - lp_s
+        row = torch.linalg.vecdot(p, d)
+        if need_t: gt = d.sub_(row.unsqueeze(-1)).mul_(p).div_(T)                # p (log p - log q - KL) / T
+        if need_s: gs = lp_s.exp_().sub_(p).div_(T)                              # (q - p) / T
+        if kind == 'reverse_kl': gs, gt = gt, gs
+        return row, gs, gt
+    p, q = lp_t.exp(), lp_s.exp()
+    if kind == 'tv':
+        sg = torch.sign(p - q)
+        row = 0.5 * (p - q).abs().sum(-1)
+        if need_s: gs = q * (torch.linalg.vecdot(sg, q).unsqueeze(-1) - sg) * (0.5 / T)
+        if need_t: gt = p * (sg - torch.linalg.vecdot(sg, p).unsqueeze(-1)) * (0.5 / T)
+        return row, gs, gt
+    lm = (beta * p + (1 - beta) * q).clamp_min_(_TINY).log_()                    # log of the mixture M
+    if kind == 'jsd':
+        a, b = lp_t - lm, lp_s - lm
+        kp, kq = torch.linalg.vecdot(p, a), torch.linalg.vecdot(q, b)
+        if need_t: gt = a.sub_(kp.unsqueeze(-1)).mul_(p).mul_(beta / T)             # beta p (log p - log m - KL(P||M)) / T
+        if need_s: gs = b.sub_(kq.unsqueeze(-1)).mul_(q).mul_((1 - beta) / T)       # (1-beta) q (log q - log m - KL(Q||M)) / T
+        return beta * kp + (1 - beta) * kq, gs, gt
+    a = lp_t - lm                                                                 # skew_kl = KL(P || M)
+    row = torch.linalg.vecdot(p, a)
+    pm = a.exp() if (need_s or need_t) else None                                  # p / m
+    if need_s: gs = q * (torch.linalg.vecdot(q, pm).unsqueeze(-1) - pm) * ((1 - beta) / T)
+    if need_t: gt = p * (a - row.unsqueeze(-1) - beta * (pm - torch.linalg.vecdot(p, pm).unsqueeze(-1))) / T
+    return row, gs, gt
+
+def auto_chunk(V: int, device: torch.device | str = 'cpu') -> int:
+    "Rows per chunk for vocabulary `V`: about 2^20 float32 elements on CPU (a chunk's temporaries stay in cache), 2^24 on a GPU."
+    return max(1, (2 ** 24 if torch.device(device).type == 'cuda' else 2 ** 20) // max(V, 1))
+
 def _rows(s: Tensor, t: Tensor, kind: str, T: float, beta: float, top_k: int, u: Tensor | None = None) -> Tensor:
-    "Per-row divergence of 2-d logits `s`, `t` in float32 (no T² factor); `u`: uniforms of importance-sampled forward KL."
+    "Per-row divergence of 2-d logits `s`, `t` in float32 (no T² factor), differentiable; `u`: uniforms of importance-sampled forward KL."
     with torch.autocast(s.device.type, enabled=False):
+        if u is None and not 0 < top_k < s.shape[-1]: return _closed_form(s, t, kind, T, beta, False, False)[0]
         lp_t, lp_s = log_probs(t, T), log_probs(s, T)
         if u is not None: return sampled_forward_kl(lp_t, lp_s, u)
-        if 0 < top_k < lp_t.shape[-1]: lp_t, lp_s = topk_tail(lp_t, lp_s, top_k)
+        lp_t, lp_s = topk_tail(lp_t, lp_s, top_k)
         return ROW_DIVERGENCES[kind](lp_t, lp_s, beta)
 
-class _ChunkedRows(torch.autograd.Function):
-    "Per-row divergences computed `chunk` rows at a time; backward recomputes each chunk (saves only the inputs)."
+def _rows_and_grads(s: Tensor, t: Tensor, kind: str, T: float, beta: float, top_k: int, u: Tensor | None, need_s: bool, need_t: bool):
+    "Per-row values and float32 gradients of one chunk: closed form on the full vocabulary, else autograd on the chunk, at once."
+    if u is None and not 0 < top_k < s.shape[-1]:
+        with torch.autocast(s.device.type, enabled=False): return _closed_form(s, t, kind, T, beta, need_s, need_t)
+    with torch.enable_grad():
+        sc, tc = s.detach().float().requires_grad_(need_s), t.detach().float().requires_grad_(need_t)
+        v = _rows(sc, tc, kind, T, beta, top_k, u)
+        grads = iter(torch.autograd.grad(v.sum(), [x for x, n in ((sc, need_s), (tc, need_t)) if n]))  # rows are independent
+        return v.detach(), next(grads) if need_s else None, next(grads) if need_t else None
+
+class _FusedRows(torch.autograd.Function):
+    """Per-row divergences `chunk` rows at a time; each chunk's gradient is computed in the same pass and stored (float32),
+    the backward only scales it by the incoming gradient: no recomputation, no graph of float32 temporaries."""
     @staticmethod
     def forward(ctx, s, t, kind, T, beta, top_k, chunk, u=None):
-        ctx.save_for_backward(s, t)
-        ctx.args = (kind, T, beta, top_k, chunk, u)
-        return torch.cat([_rows(s[i:i + chunk], t[i:i + chunk], kind, T, beta, top_k, None if u is None else u[i:i + chunk])
-                          for i in range(0, len(s), chunk)])
+        need_s, need_t = ctx.needs_input_grad[:2]
+        rows = torch.empty(len(s), dtype=torch.float32, device=s.device)
+        gs = torch.empty(s.shape, dtype=torch.float32, device=s.device) if need_s else None
+        gt = torch.empty(t.shape, dtype=torch.float32, device=t.device) if need_t else None
+        for i in range(0, len(s), chunk):
+            v, a, b = _rows_and_grads(s[i:i + chunk], t[i:i + chunk], kind, T, beta, top_k,
+                                      None if u is None else u[i:i + chunk], need_s, need_t)
+            rows[i:i + chunk] = v
+            if need_s: gs[i:i + chunk] = a
+            if need_t: gt[i:i + chunk] = b
+        ctx.grads, ctx.dtypes = (gs, gt), (s.dtype, t.dtype)
+        return rows
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, go):
-        s, t = ctx.saved_tensors
-        kind, T, beta, top_k, chunk, u = ctx.args
-        need = ctx.needs_input_grad[:2]
-        gs = torch.empty_like(s) if need[0] else None
-        gt = torch.empty_like(t) if need[1] else None
-        with torch.enable_grad():
-            for i in range(0, len(s), chunk):
-                sc, tc = s[i:i + chunk].detach().requires_grad_(need[0]), t[i:i + chunk].detach().requires_grad_(need[1])
-                v = _rows(sc, tc, kind, T, beta, top_k, None if u is None else u[i:i + chunk])
-                ins = [x for x, n in zip((sc, tc), need) if n]
-                grads = iter(torch.autograd.grad(v, ins, go[i:i + chunk]))
-                if need[0]: gs[i:i + chunk] = next(grads)
-                if need[1]: gt[i:i + chunk] = next(grads)
-        return gs, gt, None, None, None, None, None, None
+        if ctx.grads is None: raise RuntimeError("the divergence's stored gradient was used already: backward runs once per forward")
+        (gs, gt), ctx.grads = ctx.grads, None
+        go = go.float().unsqueeze(-1)
+        scale = lambda g, dt: None if g is None else g.mul_(go).to(dt)               # in place: the buffer is this call's
+        return scale(gs, ctx.dtypes[0]), scale(gt, ctx.dtypes[1]), None, None, None, None, None, None
 
 def divergence(s_logits: Tensor, t_logits: Tensor, kind: str = 'forward_kl', T: float = 1.0, beta: float = 0.5,
-               top_k: int = 0, chunk_size: int | None = 256, reduction: str = 'mean', sample_k: int = 0) -> Tensor:
+               top_k: int = 0, chunk_size: int | str | None = 'auto', reduction: str = 'mean', sample_k: int = 0) -> Tensor:
     "T^p · D(softmax(t/T) || softmax(s/T)) over the last axis (p = 2, TV: 1), float32, optional top-k + tail or `sample_k` importance-sampled teacher tokens, chunked."
     if s_logits.shape != t_logits.shape:
         raise ValueError(f"student logits {tuple(s_logits.shape)} and teacher logits {tuple(t_logits.shape)} differ; "
@@ -145,7 +201,8 @@ def divergence(s_logits: Tensor, t_logits: Tensor, kind: str = 'forward_kl', T: 
         raise ValueError(f"sample_k={sample_k}: importance sampling needs sample_k >= 1 with divergence 'forward_kl' and top_k=0 "
                          f"(got {kind!r}, top_k={top_k}); set sample_k=0 to compare full distributions")
     if reduction not in ('mean', 'sum', 'none'): raise ValueError(f"reduction {reduction!r}: use 'mean', 'sum' or 'none'")
-    if chunk_size is not None and chunk_size < 1: raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    if chunk_size != 'auto' and chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size >= 1):
+        raise ValueError(f"chunk_size must be an int >= 1, 'auto' or None (one chunk), got {chunk_size!r}")
     lead, V = s_logits.shape[:-1], s_logits.shape[-1]
     s, t = s_logits.reshape(-1, V), t_logits.reshape(-1, V)
     n = len(s)
@@ -153,10 +210,10 @@ def divergence(s_logits: Tensor, t_logits: Tensor, kind: str = 'forward_kl', T: 
         return s.float().sum() + t.float().sum() if reduction != 'none' else s.new_zeros(lead, dtype=torch.float32)
     args = (kind, T, beta, top_k)
     u = torch.rand(n, sample_k, device=s.device) if sample_k else None     # drawn once: chunks and backward reuse them
-    if chunk_size is None or n <= chunk_size: rows = _rows(s, t, *args, u)
-    elif torch.is_grad_enabled() and (s.requires_grad or t.requires_grad): rows = _ChunkedRows.apply(s, t, *args, chunk_size, u)
-    else: rows = torch.cat([_rows(s[i:i + chunk_size], t[i:i + chunk_size], *args, None if u is None else u[i:i + chunk_size])
-                            for i in range(0, n, chunk_size)])
+    chunk = n if chunk_size is None else auto_chunk(V, s.device) if chunk_size == 'auto' else chunk_size
+    if torch.is_grad_enabled() and (s.requires_grad or t.requires_grad): rows = _FusedRows.apply(s, t, *args, chunk, u)
+    else: rows = torch.cat([_rows(s[i:i + chunk], t[i:i + chunk], *args, None if u is None else u[i:i + chunk])
+                            for i in range(0, n, chunk)])
     rows = rows * T ** TEMPERATURE_POWER[kind]
     if reduction == 'mean': return rows.mean()
     if reduction == 'sum': return rows.sum()

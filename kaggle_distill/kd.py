@@ -18,7 +18,7 @@ __all__ = ['KD', 'same_vocabulary', 'SameTokenizerKD', 'SharedVocabKD', 'uld_dis
 
 # %% ../nbs/14_kd.ipynb #0ad7a2fc
 class KD(nn.Module):
-    "Base of the cross-vocabulary KD losses: `forward(s_logits_P, t_logits_P, t_hidden_P, temperature) -> scalar`."
+    "Base of the cross-vocabulary KD losses: `forward(s_logits_P, t_logits_P, t_hidden_P, temperature, at=None) -> scalar`; with `at` = (batch, position) of the aligned pairs, `s_logits` is the student's whole `[B, L, V]` output."
     method = 'base'
 
     def __init__(self, n_s: int, n_t: int, kind: str = 'forward_kl', beta: float = 0.5, top_k: int = 0, sample_k: int = 0):
@@ -29,12 +29,21 @@ class KD(nn.Module):
                              f"not {self.method!r}; set loss.sample_k=0")
         self.n_s, self.n_t, self.kind, self.beta, self.top_k, self.sample_k = int(n_s), int(n_t), kind, beta, int(top_k), int(sample_k)
 
-    def _cut(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        "Keep the first `n_s` / `n_t` logit columns: padding rows of an embedding never get probability."
+    def _cut(self, s: Tensor, t: Tensor, at: tuple[Tensor, Tensor] | None = None, cols: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Keep the first `n_s` / `n_t` logit columns: padding rows of an embedding never get probability. `at` = (batch
+        index, position) picks the student's aligned rows out of `[B, L, V]` logits and `cols` its columns (instead of the
+        first `n_s`) in the same single gather, so the backward writes one gradient, not one per indexing step."""
         for x, n, who in ((s, self.n_s, 'student'), (t, self.n_t, 'teacher')):
             if x.shape[-1] < n: raise ValueError(f"{who} logits have {x.shape[-1]} columns, its tokenizer {n} ids: "
                                                  f"model and tokenizer do not match")
-        return s[..., :self.n_s], t[..., :self.n_t]
+        if cols is not None and at is not None:                 # flat offsets of (row, column): one `take`, the fastest gather on CPU
+            B, L, V = s.shape
+            s = s.reshape(-1).take(((at[0] * L + at[1]).unsqueeze(-1) * V + cols).reshape(-1)).view(len(at[0]), len(cols))
+        elif cols is not None: s = s[..., cols]
+        else:
+            if at is not None: s = s[at]
+            if s.shape[-1] > self.n_s: s = s[..., :self.n_s]
+        return s, t[..., :self.n_t]
 
     def extra_repr(self) -> str:
         return f"method={self.method}, divergence={self.kind}, n_s={self.n_s}, n_t={self.n_t}, top_k={self.top_k}"
@@ -48,8 +57,8 @@ class SameTokenizerKD(KD):
     "Plain KD: the divergence between the full student and teacher distributions (one shared vocabulary)."
     method = 'same_tokenizer'
 
-    def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0) -> Tensor:
-        s, t = self._cut(s_logits, t_logits)
+    def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0, at=None) -> Tensor:
+        s, t = self._cut(s_logits, t_logits, at)
         return divergence(s, t, self.kind, temperature, self.beta, self.top_k, sample_k=self.sample_k)
 
 # %% ../nbs/14_kd.ipynb #e4a0330d
@@ -66,9 +75,9 @@ class SharedVocabKD(KD):
         self.register_buffer('s_idx', s_idx.long(), persistent=False)
         self.register_buffer('t_idx', t_idx.long(), persistent=False)
 
-    def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0) -> Tensor:
-        s, t = self._cut(s_logits, t_logits)
-        return divergence(s[..., self.s_idx], t[..., self.t_idx], self.kind, temperature, self.beta, self.top_k, sample_k=self.sample_k)
+    def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0, at=None) -> Tensor:
+        s, t = self._cut(s_logits, t_logits, at, self.s_idx)                 # the student's aligned rows and shared columns: one gather
+        return divergence(s, t[..., self.t_idx], self.kind, temperature, self.beta, self.top_k, sample_k=self.sample_k)
 
 # %% ../nbs/14_kd.ipynb #1d9f1dfb
 def _uld_rows(s: Tensor, t: Tensor, T: float, top_k: int) -> Tensor:
@@ -98,8 +107,8 @@ class ULDKD(KD):
     "Universal Logit Distillation: L1 between sorted probability vectors; needs no shared tokens."
     method = 'uld'
 
-    def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0) -> Tensor:
-        s, t = self._cut(s_logits, t_logits)
+    def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0, at=None) -> Tensor:
+        s, t = self._cut(s_logits, t_logits, at)
         return uld_distance(s, t, float(temperature), self.top_k)
 
 # %% ../nbs/14_kd.ipynb #731bb853
@@ -129,8 +138,8 @@ class HybridKD(SharedVocabKD):
     method = 'hybrid'
 
     def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0,
-                chunk_size: int = 256) -> Tensor:
-        s, t = self._cut(s_logits, t_logits)
+                chunk_size: int = 256, at=None) -> Tensor:
+        s, t = self._cut(s_logits, t_logits, at)
         if not len(s): return s.float().sum() + t.float().sum()
         args = (self.s_idx, self.t_idx, self.kind, self.beta, self.top_k, float(temperature))
         grad = torch.is_grad_enabled() and (s.requires_grad or t.requires_grad)
@@ -152,6 +161,7 @@ class ProjectorKD(KD):
         self.register_buffer('s_idx', s_idx.long(), persistent=False)
         self.register_buffer('t_idx', t_idx.long(), persistent=False)
         self.register_buffer('calibrated', torch.tensor(not needs_calibration))
+        self._known_calibrated = False        # a host copy of `calibrated` once it is True: no device read per step after that
 
     @torch.no_grad()
     def calibrate(self, t_hidden: Tensor, t_logits: Tensor):
@@ -159,12 +169,14 @@ class ProjectorKD(KD):
         with torch.autocast(t_hidden.device.type, enabled=False):
             init_projector(self.projector, 'lstsq', s_head=self._student_head(), s_idx=self.s_idx, t_idx=self.t_idx,
                            t_hidden=t_hidden.float(), t_logits=t_logits.float())
-        self.calibrated.fill_(True)
+        self.calibrated.fill_(True); self._known_calibrated = True
 
-    def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0) -> Tensor:
+    def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0, at=None) -> Tensor:
         if t_hidden is None: raise ValueError("kd_method 'projector' needs t_hidden_P, the teacher's last hidden states at the pairs")
-        s, t = self._cut(s_logits, t_logits)
-        if self.training and not bool(self.calibrated) and len(t_hidden): self.calibrate(t_hidden, t)
+        s, t = self._cut(s_logits, t_logits, at)
+        if self.training and not self._known_calibrated and len(t_hidden):   # read the flag from the device until it is set
+            if bool(self.calibrated): self._known_calibrated = True
+            else: self.calibrate(t_hidden, t)
         p = self.projector(t_hidden, self._student_head())[..., :self.n_s]
         ground = divergence(p[..., self.s_idx], t[..., self.t_idx], self.kind, temperature, self.beta, self.top_k)
         student = divergence(s, p.detach(), self.kind, temperature, self.beta, self.top_k)

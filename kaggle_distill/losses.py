@@ -147,7 +147,7 @@ class RunningScale(nn.Module):
 # %% ../nbs/13_losses.ipynb #68b7c079
 @dataclass(frozen=True)
 class Component:
-    "One loss term of a step: raw value (None if not computed), weight, adaptive scale, weight·raw/scale."
+    "One loss term of a step: raw value (None if not computed), weight, adaptive scale, weight·raw/scale (raw and weighted are 0-d device tensors until `LossResult.resolve`)."
     raw: float | None
     weight: float
     scale: float
@@ -161,7 +161,28 @@ class LossResult:
 
     def __post_init__(self):
         object.__setattr__(self, 'components', types.MappingProxyType(dict(self.components)))
-        total, parts = float(self.total.detach()), [c.weighted for c in self.components.values()]
+        object.__setattr__(self, '_total', None)
+        if not self.device_values()[1:]: self.resolve([float(self.total.detach())])   # plain numbers: checked at once
+
+    def device_values(self) -> list[Tensor]:
+        "The total and every component value still on the device (0-d float32), in a fixed order."
+        return [self.total.detach().float().reshape(())] + [v.float().reshape(()) for c in self.components.values()
+                                                            for v in (c.raw, c.weighted) if isinstance(v, Tensor)]
+
+    def resolve(self, host: list[float] | None = None) -> LossResult:
+        """Turn the device values into floats, read in one transfer (`host`: the values of `device_values()` read by the
+        caller, e.g. together with other numbers of the step), and check the total."""
+        if host is None: host = torch.stack(self.device_values()).tolist()
+        vals = iter(host[1:])
+        take = lambda v: next(vals) if isinstance(v, Tensor) else v
+        comps = {n: Component(take(c.raw), c.weight, c.scale, take(c.weighted)) for n, c in self.components.items()}
+        object.__setattr__(self, 'components', types.MappingProxyType(comps))
+        object.__setattr__(self, '_total', host[0])
+        self._check(host[0])
+        return self
+
+    def _check(self, total: float):
+        parts = [c.weighted for c in self.components.values()]
         want = math.fsum(parts) if all(map(math.isfinite, parts)) else float('nan')
         if math.isfinite(want) != math.isfinite(total) or (math.isfinite(want) and abs(total - want) > 1e-5 * (1 + abs(want))):
             raise AssertionError(f"total {total} is not the sum of the weighted components {want}: "
@@ -174,7 +195,8 @@ class LossResult:
 
     def record(self) -> dict:
         "The `loss` object of a metrics.jsonl record: total, and raw/weight/weighted per component."
-        return {'total': float(self.total.detach()),
+        if self._total is None: self.resolve()
+        return {'total': self._total,
                 **{n: {'raw': c.raw, 'weight': c.weight, 'weighted': c.weighted} for n, c in self.components.items()}}
 
 class CombinedLoss(nn.Module):
@@ -211,12 +233,14 @@ class CombinedLoss(nn.Module):
             if not isinstance(raw, Tensor) or raw.numel() != 1:
                 raise ValueError(f"term {name!r} returned {type(raw).__name__} {getattr(raw, 'shape', '')}; it must return a scalar tensor")
             raw = raw.float().reshape(())
-            rv = float(raw.detach())
-            if self.scales is not None and self.training: self.scales.update(name, rv)
+            rv = raw.detach()                           # stays on the device: no host sync per term (the step reads all at once)
+            if self.scales is not None:                 # adaptive: the running scale needs the value now
+                rv = float(rv)
+                if self.training: self.scales.update(name, rv)
             scale = self.scales.scale(name) if self.scales is not None else 1.0
             weighted = raw * (w / scale)
             out = weighted if out is None else out + weighted
-            comps[name] = Component(rv, w, scale, float(weighted.detach()))
+            comps[name] = Component(rv, w, scale, weighted.detach() if self.scales is None else float(weighted.detach()))
         if out is None:
             raise ValueError(f"no loss has a weight > 0 at step {step}/{total}; check cfg.loss.weights")
         return LossResult(out, comps)

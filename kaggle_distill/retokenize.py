@@ -162,8 +162,8 @@ class RetokKD(KD):
         self.register_buffer('t_group', rmap.t_group.long(), persistent=False)
 
     def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0,
-                chunk_size: int = 256) -> Tensor:
-        s, t = self._cut(s_logits, t_logits)
+                chunk_size: int = 256, at=None) -> Tensor:
+        s, t = self._cut(s_logits, t_logits, at)
         if not len(s): return s.float().sum() + t.float().sum()
         args = (self.s_group, self.t_group, self.n_groups, self.kind, self.beta, self.top_k, float(temperature))
         grad = torch.is_grad_enabled() and (s.requires_grad or t.requires_grad)

@@ -20,9 +20,9 @@ from .curriculum import Curriculum
 # %% auto #0
 __all__ = ['DIST_TIMEOUT_S', 'STOP_REASONS', 'SESSION_KEYS', 'STATUSES', 'param_groups', 'make_optimizer', 'TrainState',
            'early_stop_update', 'lm_loss', 'EMA', 'Run', 'resolve_device', 'build_run', 'teacher_at_pairs',
-           'compute_loss', 'StepResult', 'optimizer_step', 'DistInfo', 'dist_info', 'world_size', 'is_main',
-           'check_world', 'process_device', 'init_distributed', 'close_distributed', 'all_agree', 'from_main',
-           'gather_all', 'agree_stop', 'main_first', 'sync_grads', 'reduce_record', 'broadcast_trainables',
+           'attention_for_step', 'compute_loss', 'StepResult', 'optimizer_step', 'DistInfo', 'dist_info', 'world_size',
+           'is_main', 'check_world', 'process_device', 'init_distributed', 'close_distributed', 'all_agree',
+           'from_main', 'gather_all', 'agree_stop', 'main_first', 'sync_grads', 'reduce_record', 'broadcast_trainables',
            'dist_optimizer_step', 'sig3', 'MetricsLog', 'run_state', 'restore_run_state', 'save_run', 'adopt_history',
            'config_diff', 'check_writable', 'check_models_available', 'check_run_dir', 'check_resume_from',
            'resume_folders', 'check_resume_config', 'resume_point', 'check_state_shapes', 'evaluate_run', 'PhaseTimer',
@@ -165,8 +165,6 @@ def build_run(cfg: Config) -> Run:
     if _on(cfg, 'router') and not getattr(student.config, 'num_experts', None):
         raise ConfigError("loss.weights.router is on but the student has no router (it is not a mixture of experts); "
                           "set loss.weights.router=0")
-    if _on(cfg, 'attention'):
-        for m in (teacher, student): m.set_attn_implementation('eager')      # attention probabilities are needed
     if tc.gradient_checkpointing: enable_gradient_checkpointing(student)
     student.train()
     kd = make_kd(cfg.loss, s_tok, t_tok, student, teacher).to(device)
@@ -212,10 +210,19 @@ def _feature_loss(run: Run, s_hidden, t_hidden, s_at, t_at) -> Tensor:
     pairs = paired_hidden_states(s_hidden, t_hidden)
     return run.aux['feature']([s[s_at] for s, _ in pairs], [t[t_at].to(run.device) for _, t in pairs])
 
+def attention_for_step(run: Run, probs: bool):
+    """Eager attention on teacher and student while the attention loss has weight (only eager returns the probabilities),
+    else the implementation they were loaded with (SDPA): switched at the step where the term turns on, and back."""
+    for m in (run.teacher, run.student):
+        base = m.__dict__.setdefault('_kd_attn_base', m.config._attn_implementation)
+        want = 'eager' if probs else base
+        if m.config._attn_implementation != want: m.set_attn_implementation(want)
+
 def compute_loss(run: Run, batch: dict, step: int):
     "The loss at optimizer `step` of `batch`: a `LossResult` (total + every component raw, weight, weighted)."
     from kaggle_distill.losses import attention_loss, router_balance_loss
     w, T = run.curriculum.weights(step, run.total), run.curriculum.temperature(step, run.total)
+    attention_for_step(run, w['attention'] > 0)
     s = _to({k: batch[k] for k in ('s_ids', 's_mask')}, run.device)
     tb = _to({k: batch[k] for k in ('t_ids', 't_mask', 'pair_b', 'pair_t')}, run.teacher_device)
     pb, ps = batch['pair_b'].to(run.device), batch['pair_s'].to(run.device)
@@ -230,7 +237,7 @@ def compute_loss(run: Run, batch: dict, step: int):
         out = run.student(input_ids=s['s_ids'], attention_mask=s['s_mask'], output_hidden_states=w['feature'] > 0 or w['contrastive'] > 0 or routing,
                           output_attentions=w['attention'] > 0, **({'output_router_logits': True} if w['router'] > 0 else {}))
     terms = {'lm': lambda: lm_loss(out.logits, s['s_ids'], s['s_mask']),
-             'kd': lambda: run.kd(out.logits[pb, ps], teacher()[0], teacher()[1], T)}
+             'kd': lambda: run.kd(out.logits, teacher()[0], teacher()[1], T, at=(pb, ps))}
     if _on(run.cfg, 'feature'):
         terms['feature'] = lambda: _feature_loss(run, out.hidden_states, teacher()[2].hidden_states, (pb, ps), (tb['pair_b'], tb['pair_t']))
     if _on(run.cfg, 'contrastive'):
@@ -265,27 +272,36 @@ def _first_nonfinite(rec: dict) -> str | None:
     return None if math.isfinite(rec['total']) else 'total'
 
 def optimizer_step(run: Run, opt, sched, scaler, batches: list[dict], step: int) -> StepResult:
-    "Accumulate gradients over `batches`, clip, and step optimizer and scheduler once (or skip, counted)."
-    tc, acc, n_tok = run.cfg.train, {}, 0
+    """Accumulate gradients over `batches`, clip, and step optimizer and scheduler once (or skip, counted). The losses and the
+    gradient norm stay on the device until one read after the backward passes: one host sync per optimizer step."""
+    tc, n_tok = run.cfg.train, 0
     params = [p for g in opt.param_groups for p in g['params']]
     lr = next(g['lr'] / g['lr_mult'] for g in opt.param_groups)
     opt.zero_grad(set_to_none=True)
+    results = []
     for b in batches:
         res = compute_loss(run, b, step)
-        rec = res.record()
+        scaler.scale(res.total / len(batches)).backward()     # a non-finite loss is found below, before any weight moves
+        results.append(res)
+        n_tok += int(b['s_mask'].numpy().sum())               # the loader's host copy: no device read
+    scaler.unscale_(opt)
+    gnorm_t = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+    host = torch.stack([gnorm_t.float().reshape(()).to(run.device)] + [v for r in results for v in r.device_values()]).tolist()  # the sync
+    gnorm, at, acc = host[0], 1, {}
+    for r in results:
+        k = len(r.device_values()); rec = r.resolve(host[at:at + k]).record(); at += k
         if (bad := _first_nonfinite(rec)) is not None:
+            if scaler.is_enabled(): scaler.update()
             opt.zero_grad(set_to_none=True)
             return StepResult(rec, lr, float('nan'), 0, f'loss component {bad!r}')
-        scaler.scale(res.total / len(batches)).backward()
         _accumulate(acc, rec, 1 / len(batches))
-        n_tok += int(b['s_mask'].sum())
-    scaler.unscale_(opt)
-    gnorm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
     if not math.isfinite(gnorm):                        # fp16 overflow or a NaN gradient: skip, lower the scale
         if scaler.is_enabled(): scaler.update()
         opt.zero_grad(set_to_none=True)
         return StepResult(acc, lr, gnorm, 0, 'gradient norm')
-    scaler.step(opt); scaler.update(); sched.step()
+    opt.step()                                          # the norm is finite, so the scaler found no inf: GradScaler.step
+    if scaler.is_enabled(): scaler.update()             # would only read that flag again (a second sync)
+    sched.step()
     return StepResult(acc, lr, gnorm, n_tok, None)
 
 def _accumulate(acc: dict, rec: dict, w: float):
