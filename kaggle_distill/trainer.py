@@ -286,10 +286,11 @@ def optimizer_step(run: Run, opt, sched, scaler, batches: list[dict], step: int)
         n_tok += int(b['s_mask'].numpy().sum())               # the loader's host copy: no device read
     scaler.unscale_(opt)
     gnorm_t = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-    host = torch.stack([gnorm_t.float().reshape(()).to(run.device)] + [v for r in results for v in r.device_values()]).tolist()  # the sync
+    dev = [r.device_values() for r in results]
+    host = torch.stack([gnorm_t.float().reshape(()).to(run.device)] + [v for vs in dev for v in vs]).tolist()  # the sync
     gnorm, at, acc = host[0], 1, {}
-    for r in results:
-        k = len(r.device_values()); rec = r.resolve(host[at:at + k]).record(); at += k
+    for r, vs in zip(results, dev):
+        rec = r.resolve(host[at:at + len(vs)]).record(); at += len(vs)
         if (bad := _first_nonfinite(rec)) is not None:
             if scaler.is_enabled(): scaler.update()
             opt.zero_grad(set_to_none=True)
