@@ -20,6 +20,7 @@ __all__ = ['KD', 'same_vocabulary', 'SameTokenizerKD', 'SharedVocabKD', 'uld_dis
 class KD(nn.Module):
     "Base of the cross-vocabulary KD losses: `forward(s_logits_P, t_logits_P, t_hidden_P, temperature, at=None) -> scalar`; with `at` = (batch, position) of the aligned pairs, `s_logits` is the student's whole `[B, L, V]` output."
     method = 'base'
+    wants_next = False        # True: forward takes `next_ids`, the observed next tokens (kaggle_distill.retokenize.observed_next)
 
     def __init__(self, n_s: int, n_t: int, kind: str = 'forward_kl', beta: float = 0.5, top_k: int = 0, sample_k: int = 0):
         super().__init__()

@@ -18,7 +18,7 @@ from .kd import KD
 
 # %% auto #0
 __all__ = ['first_tokens', 'RetokMap', 'retok_cache_dir', 'save_retok_map', 'load_retok_map', 'retok_map', 'coverage_report',
-           'group_log_probs', 'RetokKD', 'make_retok_kd']
+           'group_log_probs', 'cell_log_probs', 'observed_next', 'RetokKD', 'make_retok_kd']
 
 # %% ../nbs/15_retokenize.ipynb #3e3b758d
 def first_tokens(texts: list[bytes], tok) -> list[int | None]:
@@ -131,25 +131,52 @@ def coverage_report(s_tok, t_tok, texts: list[str], rmap: RetokMap | None = None
     mass.update(stranded=0.0, shared_vocab_uses=float(shared[ids].mean()), teacher_tokens=len(ids))
     return dict(vocab=vocab, teacher_mass=mass, groups=m.n_groups)
 
-# %% ../nbs/15_retokenize.ipynb #94dc728a
+# %% ../nbs/15_retokenize.ipynb #bc3236f9
 _TINY = torch.finfo(torch.float32).tiny
 
 def group_log_probs(logits: Tensor, group: Tensor, n_groups: int, T: float = 1.0) -> Tensor:
     "Float32 log-probabilities `[P, G]` of the groups: `log Σ_{v: group[v]=g} softmax(logits/T)_v`."
+    return cell_log_probs(logits, group, n_groups, None, T)[..., :n_groups]
+
+def cell_log_probs(logits: Tensor, group: Tensor, n_groups: int, own: Tensor | None = None, T: float = 1.0) -> Tensor:
+    """Float32 log-probabilities `[P, G+1]` of the cells: the groups, with token `own[r]` of row `r` (where `own[r] >= 0`)
+    taken out of its group into the last cell; rows without one leave that cell empty (log of float32's tiny)."""
     lp = torch.log_softmax(logits.float() / T, -1)
     m = lp.amax(-1, keepdim=True).detach()
-    p = torch.zeros(*lp.shape[:-1], n_groups, dtype=lp.dtype, device=lp.device).index_add(-1, group, (lp - m).exp())
+    x = (lp - m).exp()
+    last = x.new_zeros(*x.shape[:-1], 1)
+    if own is not None:
+        has, idx = (own >= 0).unsqueeze(-1), own.clamp_min(0).unsqueeze(-1)
+        at = x.gather(-1, idx)
+        last = torch.where(has, at, 0.0)
+        x = x.scatter(-1, idx, torch.where(has, 0.0, at))          # out of place: `exp` keeps its output for the backward
+    p = torch.cat([x.new_zeros(*x.shape[:-1], n_groups).index_add(-1, group, x), last], -1)
     return p.clamp_min(_TINY).log() + m
 
-def _retok_rows(s: Tensor, t: Tensor, s_group: Tensor, t_group: Tensor, n: int, kind: str, beta: float, top_k: int, T: float) -> Tensor:
-    "Per row: T^p · D(teacher groups || student groups)."
-    gs, gt = group_log_probs(s, s_group, n, T), group_log_probs(t, t_group, n, T)
+def _retok_rows(s: Tensor, t: Tensor, s_own: Tensor, t_own: Tensor, s_group: Tensor, t_group: Tensor, n: int, kind: str,
+                beta: float, top_k: int, T: float) -> Tensor:
+    "Per row: T^p · D(teacher cells || student cells)."
+    gs, gt = cell_log_probs(s, s_group, n, s_own, T), cell_log_probs(t, t_group, n, t_own, T)
     if 0 < top_k < n: gt, gs = topk_tail(gt, gs, top_k)
     return ROW_DIVERGENCES[kind](gt, gs, beta) * T ** TEMPERATURE_POWER[kind]
 
+def observed_next(s_ids: Tensor, t_ids: Tensor, pair_b: Tensor, pair_s: Tensor, pair_t: Tensor) -> tuple[Tensor, Tensor]:
+    """Per aligned pair `(b, i, j)`: the student's next token `s_ids[b, i+1]` and the teacher's `t_ids[b, j+1]` where
+    both end at the same place too (`(i+1, j+1)` is a pair: the two tokens spell the same text), else -1."""
+    B, L = s_ids.shape
+    t_at = torch.full((B, L + 1), -1, dtype=torch.long, device=pair_b.device)
+    t_at[pair_b, pair_s] = pair_t
+    ok = t_at[pair_b, pair_s + 1] == pair_t + 1
+    s_next = torch.where(ok, s_ids[pair_b, (pair_s + 1).clamp_max(L - 1)], -1)
+    t_next = torch.where(ok, t_ids[pair_b, (pair_t + 1).clamp_max(t_ids.shape[1] - 1)], -1)
+    return s_next, t_next
+
 class RetokKD(KD):
-    "KD between teacher and student distributions over re-tokenization groups (`retok_map`): no token of either side left out."
+    """KD between teacher and student distributions over re-tokenization groups (`retok_map`): no token of either side
+    left out. Given `next_ids` (`observed_next`), the observed student token gets the teacher's probability of the
+    observed teacher token that spells the same text, taken out of its group (`cell_log_probs`)."""
     method = 'retok'
+    wants_next = True         # the trainer passes `next_ids`
 
     def __init__(self, rmap: RetokMap, n_s: int, n_t: int, kind: str = 'forward_kl', beta: float = 0.5, top_k: int = 0):
         super().__init__(n_s, n_t, kind, beta, top_k)
@@ -160,18 +187,31 @@ class RetokKD(KD):
         self.n_groups = rmap.n_groups
         self.register_buffer('s_group', rmap.s_group.long(), persistent=False)
         self.register_buffer('t_group', rmap.t_group.long(), persistent=False)
+        self.register_buffer('s_group_size', torch.bincount(rmap.s_group.long(), minlength=rmap.n_groups), persistent=False)
+
+    def own_cells(self, s_next: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
+        """The observed pair of tokens of each row, kept (else -1) where a cell of their own is honest: both are in the
+        same group, and the student's group has other tokens (else the cell would leave the group's rest empty)."""
+        sg = self.s_group[s_next.clamp_min(0)]
+        ok = (s_next >= 0) & (t_next >= 0) & (self.t_group[t_next.clamp_min(0)] == sg) & (self.s_group_size[sg] > 1)
+        return torch.where(ok, s_next, -1), torch.where(ok, t_next, -1)
 
     def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0,
-                chunk_size: int = 256, at=None) -> Tensor:
+                chunk_size: int = 256, at=None, next_ids: tuple[Tensor, Tensor] | None = None) -> Tensor:
         s, t = self._cut(s_logits, t_logits, at)
         if not len(s): return s.float().sum() + t.float().sum()
+        none = torch.full((len(s),), -1, dtype=torch.long, device=s.device)
+        s_own, t_own = self.own_cells(*(x.to(s.device) for x in next_ids)) if next_ids is not None else (none, none)
         args = (self.s_group, self.t_group, self.n_groups, self.kind, self.beta, self.top_k, float(temperature))
         grad = torch.is_grad_enabled() and (s.requires_grad or t.requires_grad)
         with torch.autocast(s.device.type, enabled=False):
-            rows = [checkpoint(_retok_rows, s[i:i + chunk_size], t[i:i + chunk_size], *args, use_reentrant=False) if grad
-                    else _retok_rows(s[i:i + chunk_size], t[i:i + chunk_size], *args) for i in range(0, len(s), chunk_size)]
+            rows = []
+            for i in range(0, len(s), chunk_size):
+                a = (s[i:i + chunk_size], t[i:i + chunk_size], s_own[i:i + chunk_size], t_own[i:i + chunk_size].to(t.device), *args)
+                rows.append(checkpoint(_retok_rows, *a, use_reentrant=False) if grad else _retok_rows(*a))
         return torch.cat(rows).mean()
 
 def make_retok_kd(cfg_loss, student_tok, teacher_tok) -> RetokKD:
     "A `RetokKD` for these tokenizers and `cfg_loss` (divergence, beta, top_k)."
     return RetokKD(retok_map(student_tok, teacher_tok), len(student_tok), len(teacher_tok), cfg_loss.divergence, cfg_loss.beta, cfg_loss.top_k)
+

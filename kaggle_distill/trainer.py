@@ -236,8 +236,12 @@ def compute_loss(run: Run, batch: dict, step: int):
     with torch.autocast(run.device.type, dtype=run.autocast or torch.float32, enabled=run.autocast is not None):
         out = run.student(input_ids=s['s_ids'], attention_mask=s['s_mask'], output_hidden_states=w['feature'] > 0 or w['contrastive'] > 0 or routing,
                           output_attentions=w['attention'] > 0, **({'output_router_logits': True} if w['router'] > 0 else {}))
+    def next_ids():                                  # the observed next tokens, for a KD that uses them (retok)
+        if not run.kd.wants_next: return {}
+        from kaggle_distill.retokenize import observed_next
+        return {'next_ids': observed_next(s['s_ids'], batch['t_ids'].to(run.device), pb, ps, batch['pair_t'].to(run.device))}
     terms = {'lm': lambda: lm_loss(out.logits, s['s_ids'], s['s_mask']),
-             'kd': lambda: run.kd(out.logits, teacher()[0], teacher()[1], T, at=(pb, ps))}
+             'kd': lambda: run.kd(out.logits, teacher()[0], teacher()[1], T, at=(pb, ps), **next_ids())}
     if _on(run.cfg, 'feature'):
         terms['feature'] = lambda: _feature_loss(run, out.hidden_states, teacher()[2].hidden_states, (pb, ps), (tb['pair_b'], tb['pair_t']))
     if _on(run.cfg, 'contrastive'):
