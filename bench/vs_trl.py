@@ -3,6 +3,7 @@
     pip install --no-deps --target /tmp/trl_site trl==1.16.0 accelerate     # TRL is an optional extra, never a core dependency
     python bench/vs_trl.py --trl-path /tmp/trl_site                           # same tokenizer; CPU, 1 thread, interleaved arms
     python bench/vs_trl.py --trl-path /tmp/trl_site --cases cross --warmup 2 --repeats 10   # cross tokenizer vs GOLD
+    python bench/vs_trl.py --trl-path /tmp/trl_site --cases cross --warmup 2 --repeats 10 --kd-method shared_vocab
     python bench/vs_trl.py --trl-path /tmp/trl_site --device cuda             # also FLOP/s as a share of the fp16 peak
 
 Both cases: the two arms train the same student architecture from the same weights (TRL gets a deep copy) on the same
@@ -21,23 +22,24 @@ one step is `training_step` (forward, loss, backward), gradient clipping, AdamW,
 Cross tokenizer (`--cases cross`): the cpu-demo pair as the preset builds it: teacher SmolLM2-135M (real weights,
 SmolLM tokenizer, 49,152 ids), student the tiny Llama on the GPT-2 tokenizer (50,257 ids); the project's batches
 (4 blocks of 96 student tokens) are decoded back to text and both arms train on those texts.
-- Project: `optimizer_step` with the library's default cross-tokenizer method (`LossConfig().kd_method`, now `retok`),
-  forward KL at T = 1 over re-tokenization groups at aligned positions, the KD term alone (LM weight 0, auxiliary
-  terms off), as GOLD's defaults have no cross-entropy term (`uld_crossentropy_weight=0`).
+- Project: `optimizer_step` with the library's default cross-tokenizer method (`LossConfig().kd_method`, now `retok`:
+  forward KL at T = 1 over re-tokenization groups at aligned positions; `--kd-method` picks another), its KD term alone
+  (LM weight 0, auxiliary terms off), as GOLD's defaults have no cross-entropy term (`uld_crossentropy_weight=0`).
 - TRL: `GOLDTrainer` with `use_uld_loss=True` and its other ULD defaults (extended ULD: byte-offset alignment with
   "observed" merging of split tokens; no hybrid JSD term; student and teacher temperature 1; EOS skipped on both
-  sides), lmbda=0 (off-policy, no generation), float32. The teacher tokenizer is loaded by GOLD from a local copy
+  sides), lmbda=0 (off-policy, no generation), float32. GOLD loads the teacher tokenizer itself, from a local copy
   (`teacher_tokenizer_name_or_path`): no hub access is needed. GOLD's ChatML collator is bypassed: `gold_batch`
   builds the batch it would emit (student ids and completion-relative byte offsets from TRL's own
   `encode_with_byte_offsets`, labels, prompts, the original prompt/completion texts) once, outside the timing, as a
-  dataloader would. The prompt is each text's first student token, the completion the rest plus the student's EOS
-  (the texts have no chat template), so GOLD's student sequences are 97 tokens. One GOLD step, timed: `training_step`
-  (GOLD's `_prepare_inputs`, i.e. its off-policy buffer, then `compute_loss`: teacher tokenization of the prompt and
-  completion texts with byte offsets, teacher forward on the teacher tokens, student forward, the ULD loss: per
-  sequence byte-offset alignment, probability merging, sort of both full-vocabulary probability rows, L1; then the
-  backward), gradient clipping, AdamW, scheduler, zero_grad. Not included: the student-side tokenization (collator),
-  `Trainer.train()`'s logging, callbacks and checkpointing, and everything the project's `optimizer_step` does that GOLD
-  does not (its one host sync of the loss values and grad norm, its non-finite-step check, are in the project arm).
+  data loader would. The prompt is each text's first student token, the completion the rest plus the student's EOS
+  (the texts have no chat template), so a GOLD student row is one token longer than the project's (97 vs 96 here).
+  One GOLD step, timed: `training_step` (GOLD's `_prepare_inputs`, i.e. its off-policy buffer, then `compute_loss`:
+  teacher tokenization of the prompt and completion texts with byte offsets, teacher forward on the teacher tokens,
+  student forward, the ULD loss: per sequence byte-offset alignment, probability merging, a sort of each
+  full-vocabulary probability row on both sides, L1; then the backward), gradient clipping, AdamW, scheduler,
+  zero_grad. Not in the GOLD arm: the student-side tokenization (its collator's work) and `Trainer.train()`'s
+  logging, callbacks and checkpointing. The project arm is `optimizer_step` whole (its one host sync of the loss
+  values and gradient norm and its non-finite-step check included).
 - The losses differ by design (exact forward KL over re-tokenization groups vs ULD's L1 between sorted probability
   vectors): the comparison is of the cost of a training step, not of equal arithmetic. Printed: TRL GOLD / project.
 """
@@ -112,7 +114,7 @@ def bench_cross(a, gold) -> dict:
     from datasets import Dataset
     from kaggle_distill.config import LossConfig
     from step_overhead import build, interleave, summary, ratios, print_table, project_step
-    method = LossConfig().kd_method
+    method = a.kd_method or LossConfig().kd_method
     extra = ['loss.weights.lm=0', 'loss.weights.kd=1', 'loss.temperature.start=1', 'loss.temperature.end=1']
     run, opt, sched, scaler, batches = build('demo', a.device, extra, kd_method=method)
     dev = run.device
@@ -195,6 +197,7 @@ def main(argv=None):
     p.add_argument('--device', default='cpu')
     p.add_argument('--cases', nargs='+', default=['same'], choices=['same', 'cross'],
                    help="'same': vs GKDTrainer, same tokenizer; 'cross': vs GOLDTrainer, cross tokenizer")
+    p.add_argument('--kd-method', help="cross case: the project's KD method (default: the library's default, LossConfig().kd_method)")
     p.add_argument('--repeats', type=int, default=5, help='timed steps per arm')
     p.add_argument('--warmup', type=int, default=1, help='untimed steps per arm before the timed ones')
     p.add_argument('--threads', type=int, default=1)
