@@ -18,7 +18,8 @@ from .kd import KD
 
 # %% auto #0
 __all__ = ['first_tokens', 'RetokMap', 'retok_cache_dir', 'save_retok_map', 'load_retok_map', 'retok_map', 'coverage_report',
-           'group_log_probs', 'cell_log_probs', 'observed_next', 'RetokKD', 'make_retok_kd']
+           'group_log_probs', 'cell_log_probs', 'Observed', 'observed_next', 'continuation_log_probs', 'RetokKD',
+           'make_retok_kd']
 
 # %% ../nbs/15_retokenize.ipynb #3e3b758d
 def first_tokens(texts: list[bytes], tok) -> list[int | None]:
@@ -131,16 +132,18 @@ def coverage_report(s_tok, t_tok, texts: list[str], rmap: RetokMap | None = None
     mass.update(stranded=0.0, shared_vocab_uses=float(shared[ids].mean()), teacher_tokens=len(ids))
     return dict(vocab=vocab, teacher_mass=mass, groups=m.n_groups)
 
-# %% ../nbs/15_retokenize.ipynb #bc3236f9
+# %% ../nbs/15_retokenize.ipynb #cc0e189a
 _TINY = torch.finfo(torch.float32).tiny
 
 def group_log_probs(logits: Tensor, group: Tensor, n_groups: int, T: float = 1.0) -> Tensor:
     "Float32 log-probabilities `[P, G]` of the groups: `log Σ_{v: group[v]=g} softmax(logits/T)_v`."
     return cell_log_probs(logits, group, n_groups, None, T)[..., :n_groups]
 
-def cell_log_probs(logits: Tensor, group: Tensor, n_groups: int, own: Tensor | None = None, T: float = 1.0) -> Tensor:
+def cell_log_probs(logits: Tensor, group: Tensor, n_groups: int, own: Tensor | None = None, T: float = 1.0,
+                   keep: Tensor | None = None) -> Tensor:
     """Float32 log-probabilities `[P, G+1]` of the cells: the groups, with token `own[r]` of row `r` (where `own[r] >= 0`)
-    taken out of its group into the last cell; rows without one leave that cell empty (log of float32's tiny)."""
+    taken out of its group into the last cell (only the share `exp(keep[r])` of its mass when `keep` is given, the
+    rest staying in its group); rows without one leave that cell empty (log of float32's tiny)."""
     lp = torch.log_softmax(logits.float() / T, -1)
     m = lp.amax(-1, keepdim=True).detach()
     x = (lp - m).exp()
@@ -148,33 +151,56 @@ def cell_log_probs(logits: Tensor, group: Tensor, n_groups: int, own: Tensor | N
     if own is not None:
         has, idx = (own >= 0).unsqueeze(-1), own.clamp_min(0).unsqueeze(-1)
         at = x.gather(-1, idx)
-        last = torch.where(has, at, 0.0)
-        x = x.scatter(-1, idx, torch.where(has, 0.0, at))          # out of place: `exp` keeps its output for the backward
+        kept, back = (at, 0.0) if keep is None else (at * keep.unsqueeze(-1).exp(), -at * keep.unsqueeze(-1).expm1())
+        last = torch.where(has, kept, 0.0)
+        x = x.scatter(-1, idx, torch.where(has, back, at))        # out of place: `exp` keeps its output for the backward
     p = torch.cat([x.new_zeros(*x.shape[:-1], n_groups).index_add(-1, group, x), last], -1)
     return p.clamp_min(_TINY).log() + m
 
-def _retok_rows(s: Tensor, t: Tensor, s_own: Tensor, t_own: Tensor, s_group: Tensor, t_group: Tensor, n: int, kind: str,
-                beta: float, top_k: int, T: float) -> Tensor:
+def _retok_rows(s: Tensor, t: Tensor, s_own: Tensor, t_own: Tensor, t_keep: Tensor, s_group: Tensor, t_group: Tensor, n: int,
+                kind: str, beta: float, top_k: int, T: float) -> Tensor:
     "Per row: T^p · D(teacher cells || student cells)."
-    gs, gt = cell_log_probs(s, s_group, n, s_own, T), cell_log_probs(t, t_group, n, t_own, T)
+    gs, gt = cell_log_probs(s, s_group, n, s_own, T), cell_log_probs(t, t_group, n, t_own, T, t_keep)
     if 0 < top_k < n: gt, gs = topk_tail(gt, gs, top_k)
     return ROW_DIVERGENCES[kind](gt, gs, beta) * T ** TEMPERATURE_POWER[kind]
 
-def observed_next(s_ids: Tensor, t_ids: Tensor, pair_b: Tensor, pair_s: Tensor, pair_t: Tensor) -> tuple[Tensor, Tensor]:
-    """Per aligned pair `(b, i, j)`: the student's next token `s_ids[b, i+1]` and the teacher's `t_ids[b, j+1]` where
-    both end at the same place too (`(i+1, j+1)` is a pair: the two tokens spell the same text), else -1."""
+@dataclass
+class Observed:
+    "Per aligned pair: the observed next tokens (`observed_next`), and the teacher positions inside the student token's span."
+    s_next: Tensor         # [P] the student's next token, -1 where it does not end on an aligned pair
+    t_next: Tensor         # [P] the teacher's next token (the first of the span), -1 likewise
+    owner: Tensor          # [N] the pair each inner teacher position belongs to
+    in_b: Tensor           # [N] its row
+    in_t: Tensor           # [N] its position: its logits predict the span's next teacher token, t_ids[in_b, in_t + 1]
+
+def observed_next(s_ids: Tensor, t_ids: Tensor, pair_b: Tensor, pair_s: Tensor, pair_t: Tensor) -> Observed:
+    """Per aligned pair `(b, i, j)` whose student token `s_ids[b, i+1]` ends on an aligned pair `(i+1, j+k)`: that token,
+    the teacher's `t_ids[b, j+1]` (the two spell the same text when `k = 1`, else the teacher needs `k` tokens) and the
+    `k - 1` teacher positions `j+1 .. j+k-1` inside the span. -1 (and no inner positions) where it does not."""
     B, L = s_ids.shape
     t_at = torch.full((B, L + 1), -1, dtype=torch.long, device=pair_b.device)
     t_at[pair_b, pair_s] = pair_t
-    ok = t_at[pair_b, pair_s + 1] == pair_t + 1
+    j_end = t_at[pair_b, pair_s + 1]
+    ok = j_end > pair_t
     s_next = torch.where(ok, s_ids[pair_b, (pair_s + 1).clamp_max(L - 1)], -1)
     t_next = torch.where(ok, t_ids[pair_b, (pair_t + 1).clamp_max(t_ids.shape[1] - 1)], -1)
-    return s_next, t_next
+    n_in = torch.where(ok, j_end - pair_t - 1, 0)
+    owner = torch.repeat_interleave(torch.arange(len(pair_b), device=pair_b.device), n_in)
+    step = torch.arange(len(owner), device=pair_b.device) - torch.repeat_interleave(n_in.cumsum(0) - n_in, n_in)
+    return Observed(s_next, t_next, owner, pair_b[owner], pair_t[owner] + 1 + step)
+
+def continuation_log_probs(t_in_logits: Tensor, t_ids: Tensor, obs: Observed, n_pairs: int, T: float = 1.0) -> Tensor:
+    """Per pair: the teacher's log-probability (at temperature `T`) of the rest of the student token's span after its
+    first teacher token, `Σ log p(t_{j+m+1} | ..t_{j+m})` over the inner positions; 0 where the span is one teacher token."""
+    nxt = t_ids[obs.in_b, obs.in_t + 1].to(t_in_logits.device)
+    lp = torch.log_softmax(t_in_logits.float() / T, -1).gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
+    return torch.zeros(n_pairs, device=lp.device).index_add(0, obs.owner.to(lp.device), lp)
 
 class RetokKD(KD):
     """KD between teacher and student distributions over re-tokenization groups (`retok_map`): no token of either side
-    left out. Given `next_ids` (`observed_next`), the observed student token gets the teacher's probability of the
-    observed teacher token that spells the same text, taken out of its group (`cell_log_probs`)."""
+    left out. Given `next_ids` = (student's next token, teacher's next token, log-probability of the rest of the span)
+    per pair (`observed_next`, `continuation_log_probs`), the observed student token gets the teacher's probability of
+    its text, taken out of its group (`cell_log_probs`)."""
     method = 'retok'
     wants_next = True         # the trainer passes `next_ids`
 
@@ -197,17 +223,19 @@ class RetokKD(KD):
         return torch.where(ok, s_next, -1), torch.where(ok, t_next, -1)
 
     def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0,
-                chunk_size: int = 256, at=None, next_ids: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                chunk_size: int = 256, at=None, next_ids: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
         s, t = self._cut(s_logits, t_logits, at)
         if not len(s): return s.float().sum() + t.float().sum()
         none = torch.full((len(s),), -1, dtype=torch.long, device=s.device)
-        s_own, t_own = self.own_cells(*(x.to(s.device) for x in next_ids)) if next_ids is not None else (none, none)
+        s_own, t_own = self.own_cells(*(x.to(s.device) for x in next_ids[:2])) if next_ids is not None else (none, none)
+        t_keep = next_ids[2].to(t.device).float() if next_ids is not None else torch.zeros(len(s), device=t.device)
         args = (self.s_group, self.t_group, self.n_groups, self.kind, self.beta, self.top_k, float(temperature))
         grad = torch.is_grad_enabled() and (s.requires_grad or t.requires_grad)
         with torch.autocast(s.device.type, enabled=False):
             rows = []
             for i in range(0, len(s), chunk_size):
-                a = (s[i:i + chunk_size], t[i:i + chunk_size], s_own[i:i + chunk_size], t_own[i:i + chunk_size].to(t.device), *args)
+                a = (s[i:i + chunk_size], t[i:i + chunk_size], s_own[i:i + chunk_size], t_own[i:i + chunk_size].to(t.device),
+                     t_keep[i:i + chunk_size], *args)
                 rows.append(checkpoint(_retok_rows, *a, use_reentrant=False) if grad else _retok_rows(*a))
         return torch.cat(rows).mean()
 

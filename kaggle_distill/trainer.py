@@ -227,19 +227,28 @@ def compute_loss(run: Run, batch: dict, step: int):
     tb = _to({k: batch[k] for k in ('t_ids', 't_mask', 'pair_b', 'pair_t')}, run.teacher_device)
     pb, ps = batch['pair_b'].to(run.device), batch['pair_s'].to(run.device)
     routing = w['routed_feature'] > 0 or w['route_balance'] > 0    # the student-aware router runs (kaggle_distill.router)
+    obs = None
+    if run.kd.wants_next:                            # the KD target uses the observed next tokens (kaggle_distill.retokenize)
+        from kaggle_distill.retokenize import observed_next
+        obs = observed_next(*(batch[k] for k in ('s_ids', 't_ids', 'pair_b', 'pair_s', 'pair_t')))
     @functools.cache
     def teacher():                                   # only run when a term that needs the teacher is computed
         from kaggle_distill.router import teacher_sources
+        P, tbx = len(tb['pair_b']), tb                # with `obs`, the teacher's rows inside the student tokens' spans too
+        if obs is not None and len(obs.in_b):
+            tbx = tb | {'pair_b': torch.cat([tb['pair_b'], obs.in_b.to(run.teacher_device)]),
+                        'pair_t': torch.cat([tb['pair_t'], obs.in_t.to(run.teacher_device)])}
         with teacher_sources(run.aux['router'] if routing else None, run.teacher, tb['pair_b'], tb['pair_t']) as experts:
-            logits, h, t_out = teacher_at_pairs(run, tb, hidden=w['feature'] > 0 or routing, attentions=w['attention'] > 0)
-        return logits.to(run.device), h.to(run.device), t_out, experts
+            logits, h, t_out = teacher_at_pairs(run, tbx, hidden=w['feature'] > 0 or routing, attentions=w['attention'] > 0)
+        return logits[:P].to(run.device), h[:P].to(run.device), t_out, experts, logits[P:]
     with torch.autocast(run.device.type, dtype=run.autocast or torch.float32, enabled=run.autocast is not None):
         out = run.student(input_ids=s['s_ids'], attention_mask=s['s_mask'], output_hidden_states=w['feature'] > 0 or w['contrastive'] > 0 or routing,
                           output_attentions=w['attention'] > 0, **({'output_router_logits': True} if w['router'] > 0 else {}))
-    def next_ids():                                  # the observed next tokens, for a KD that uses them (retok)
-        if not run.kd.wants_next: return {}
-        from kaggle_distill.retokenize import observed_next
-        return {'next_ids': observed_next(s['s_ids'], batch['t_ids'].to(run.device), pb, ps, batch['pair_t'].to(run.device))}
+    def next_ids():                                  # the observed next tokens and the teacher's probability of their text (retok)
+        if obs is None: return {}
+        from kaggle_distill.retokenize import continuation_log_probs
+        rest = continuation_log_probs(teacher()[4], batch['t_ids'], obs, len(pb), T).to(run.device)
+        return {'next_ids': (obs.s_next.to(run.device), obs.t_next.to(run.device), rest)}
     terms = {'lm': lambda: lm_loss(out.logits, s['s_ids'], s['s_mask']),
              'kd': lambda: run.kd(out.logits, teacher()[0], teacher()[1], T, at=(pb, ps), **next_ids())}
     if _on(run.cfg, 'feature'):
