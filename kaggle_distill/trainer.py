@@ -393,9 +393,13 @@ def init_distributed(cfg: Config) -> Config:
         dist.init_process_group('gloo' if device == 'cpu' else 'nccl', timeout=datetime.timedelta(seconds=DIST_TIMEOUT_S))
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
 
-def close_distributed() -> None:
-    "Leave the process group (a no-op without one)."
-    if world_size() > 1: dist.destroy_process_group()
+def close_distributed(clean: bool = True) -> None:
+    """Leave the process group (a no-op without one). After a clean run the ranks first meet at a barrier: one that tears
+    gloo down while another still talks to it can abort the process. After an error a rank leaves at once (a barrier
+    would hold it until the collective timeout)."""
+    if world_size() == 1: return
+    if clean: dist.barrier()
+    dist.destroy_process_group()
 
 # %% ../nbs/20_trainer.ipynb #824b8567
 def _flag_device() -> torch.device:
@@ -765,8 +769,11 @@ def train(cfg: Config, progress: bool = True) -> dict:
     from kaggle_distill.checkpoint import session_start
     t_session, _ = session_start()
     cfg = init_distributed(cfg)                        # under torchrun: join the process group, take this process's device
-    try: return _train_checked(cfg, progress, t_session)
-    finally: close_distributed()
+    try: summary = _train_checked(cfg, progress, t_session)
+    except BaseException:
+        close_distributed(clean=False); raise
+    close_distributed()
+    return summary
 
 def _train_checked(cfg: Config, progress: bool, t_session: float) -> dict:
     "`train` after joining the process group (if any): the checks, then `_train` under the run folder's lock (rank 0's)."

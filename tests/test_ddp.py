@@ -209,7 +209,7 @@ def _collectives_worker(rank: int, world: int, port: int, out: str):
                       'weight': model.weight.detach().tolist()})
     r['steps'] = steps
     Path(out, f'{rank}.json').write_text(json.dumps(r))
-    dist.destroy_process_group()
+    T.close_distributed()
 
 
 def test_collectives_and_step_agree(tmp_path):
