@@ -17,25 +17,28 @@ from .divergence import ROW_DIVERGENCES, TEMPERATURE_POWER, topk_tail
 from .kd import KD
 
 # %% auto #0
-__all__ = ['first_tokens', 'RetokMap', 'retok_cache_dir', 'save_retok_map', 'load_retok_map', 'retok_map', 'coverage_report',
-           'group_log_probs', 'cell_log_probs', 'Observed', 'observed_next', 'continuation_log_probs', 'RetokKD',
-           'make_retok_kd']
+__all__ = ['spell', 'first_tokens', 'RetokMap', 'retok_cache_dir', 'save_retok_map', 'load_retok_map', 'retok_map',
+           'coverage_report', 'group_log_probs', 'cell_log_probs', 'Observed', 'observed_next',
+           'continuation_log_probs', 'end_log_probs', 'RetokKD', 'make_retok_kd']
 
 # %% ../nbs/15_retokenize.ipynb #3e3b758d
-def first_tokens(texts: list[bytes], tok) -> list[int | None]:
-    "Id of the first token `tok` spells each byte string with (its full tokenizer when the bytes are UTF-8, else its BPE model on the byte-level alphabet); None for b''."
-    out, idx, strs = [None] * len(texts), [], []
+def spell(texts: list[bytes], tok) -> list[list[int]]:
+    "The ids `tok` spells each byte string with (its full tokenizer when the bytes are UTF-8, else its BPE model on the byte-level alphabet); [] for b''."
+    out, idx, strs = [[] for _ in texts], [], []
     inv = {b: c for c, b in byte_level_alphabet().items()}
     model = tok.backend_tokenizer.model
     for i, b in enumerate(texts):
         if not b: continue
         try: strs.append(b.decode('utf-8')); idx.append(i)
         except UnicodeDecodeError:
-            toks = model.tokenize(''.join(inv[x] for x in b))
-            out[i] = toks[0].id if toks else None
+            out[i] = [t.id for t in model.tokenize(''.join(inv[x] for x in b))]
     for i, enc in zip(idx, tok.backend_tokenizer.encode_batch(strs, add_special_tokens=False)):
-        out[i] = enc.ids[0] if enc.ids else None
+        out[i] = list(enc.ids)
     return out
+
+def first_tokens(texts: list[bytes], tok) -> list[int | None]:
+    "Id of the first token `tok` spells each byte string with (`spell`); None for b''."
+    return [ids[0] if ids else None for ids in spell(texts, tok)]
 
 # %% ../nbs/15_retokenize.ipynb #69fdd80f
 @dataclass
@@ -46,6 +49,15 @@ class RetokMap:
     n_groups: int
     s_kind: np.ndarray     # [V_s] 'exact' | 'prefix' | 'special': the student token is a teacher token / starts with one / neither
     t_kind: np.ndarray     # [V_t] 'head' | 'redirected' | 'special': heads its own group / its mass moves to the group of its student spelling
+    ext_ptr: Tensor | None = None   # [n_groups + 1] long: group g's extensions are ext_tok[ext_ptr[g]:ext_ptr[g+1]] (None: no group has any)
+    ext_tok: Tensor | None = None   # long: the second teacher tokens of g's student tokens spelled by two or more teacher tokens
+
+def _extensions(s_spelled: list[list[int]], s_group: np.ndarray, n_groups: int) -> tuple[Tensor, Tensor]:
+    "Per group, the distinct teacher tokens that follow its head in the teacher's spelling of a longer student token of the group (CSR)."
+    pairs = sorted({(int(s_group[i]), ids[1]) for i, ids in enumerate(s_spelled) if len(ids) > 1})
+    g = np.array([a for a, _ in pairs], np.int64); tok = np.array([b for _, b in pairs], np.int64)
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(g, minlength=n_groups))]).astype(np.int64)
+    return torch.from_numpy(ptr), torch.from_numpy(tok)
 
 def _retok_map(s_tok, t_tok) -> RetokMap:
     "Re-tokenize every student token with the teacher (first teacher token = its group) and every teacher token with the student."
@@ -53,7 +65,8 @@ def _retok_map(s_tok, t_tok) -> RetokMap:
     Vs, Vt = len(s_tok), len(t_tok)
     s_text = [sb.get(i, (True, b''))[1] if not sb.get(i, (True, b''))[0] else b'' for i in range(Vs)]
     t_text = [tb.get(i, (True, b''))[1] if not tb.get(i, (True, b''))[0] else b'' for i in range(Vt)]
-    s_first = first_tokens(s_text, t_tok)                     # student token -> first teacher token of its text
+    s_spelled = spell(s_text, t_tok)                          # student token -> the teacher's tokens of its text
+    s_first = [ids[0] if ids else None for ids in s_spelled]
     t_first = first_tokens(t_text, s_tok)                     # teacher token -> first student token of its text
     t_by_bytes = {b: i for i, b in enumerate(t_text) if b}
     heads = sorted({f for f in s_first if f is not None})
@@ -71,11 +84,12 @@ def _retok_map(s_tok, t_tok) -> RetokMap:
         if f is None: continue
         t_group[t] = s_group[f]
         t_kind[t] = 'head' if t in gid and gid[t] == s_group[f] else 'redirected'
-    return RetokMap(torch.from_numpy(s_group), torch.from_numpy(t_group), special + 1, s_kind, t_kind.astype(str))
+    return RetokMap(torch.from_numpy(s_group), torch.from_numpy(t_group), special + 1, s_kind, t_kind.astype(str),
+                    *_extensions(s_spelled, s_group, special + 1))
 
 
 _MAPS: dict = {}
-_MAP_VERSION = 1          # bump when `_retok_map` changes: maps on disk from another version are not read
+_MAP_VERSION = 2          # bump when `_retok_map` changes: maps on disk from another version are not read
 
 def retok_cache_dir() -> Path:
     "Where computed maps are kept between processes: `$KAGGLE_DISTILL_CACHE/retok`, else `~/.cache/kaggle_distill/retok`."
@@ -87,7 +101,8 @@ def save_retok_map(m: RetokMap, f: Path):
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_name(f'.{f.name}.{os.getpid()}.tmp')
         with open(tmp, 'wb') as fh:
-            np.savez(fh, s_group=m.s_group.numpy(), t_group=m.t_group.numpy(), n_groups=m.n_groups, s_kind=m.s_kind, t_kind=m.t_kind)
+            np.savez(fh, s_group=m.s_group.numpy(), t_group=m.t_group.numpy(), n_groups=m.n_groups, s_kind=m.s_kind, t_kind=m.t_kind,
+                     ext_ptr=m.ext_ptr.numpy(), ext_tok=m.ext_tok.numpy())
         tmp.replace(f)
     except OSError: pass
 
@@ -95,7 +110,8 @@ def load_retok_map(f: Path) -> RetokMap | None:
     "The map saved in `f`, or None when it is missing or unreadable (it is then recomputed)."
     try:
         with np.load(f) as z:
-            return RetokMap(torch.from_numpy(z['s_group']), torch.from_numpy(z['t_group']), int(z['n_groups']), z['s_kind'], z['t_kind'])
+            return RetokMap(torch.from_numpy(z['s_group']), torch.from_numpy(z['t_group']), int(z['n_groups']), z['s_kind'], z['t_kind'],
+                            torch.from_numpy(z['ext_ptr']), torch.from_numpy(z['ext_tok']))
     except (OSError, ValueError, KeyError, EOFError): return None
 
 def retok_map(s_tok, t_tok) -> RetokMap:
@@ -172,6 +188,7 @@ class Observed:
     owner: Tensor          # [N] the pair each inner teacher position belongs to
     in_b: Tensor           # [N] its row
     in_t: Tensor           # [N] its position: its logits predict the span's next teacher token, t_ids[in_b, in_t + 1]
+    next_row: Tensor       # [P] where the span is one teacher token: the pair right after it (its row predicts what follows), else -1
 
 def observed_next(s_ids: Tensor, t_ids: Tensor, pair_b: Tensor, pair_s: Tensor, pair_t: Tensor) -> Observed:
     """Per aligned pair `(b, i, j)` whose student token `s_ids[b, i+1]` ends on an aligned pair `(i+1, j+k)`: that token,
@@ -180,6 +197,8 @@ def observed_next(s_ids: Tensor, t_ids: Tensor, pair_b: Tensor, pair_s: Tensor, 
     B, L = s_ids.shape
     t_at = torch.full((B, L + 1), -1, dtype=torch.long, device=pair_b.device)
     t_at[pair_b, pair_s] = pair_t
+    row_at = torch.full((B, L + 1), -1, dtype=torch.long, device=pair_b.device)
+    row_at[pair_b, pair_s] = torch.arange(len(pair_b), device=pair_b.device)
     j_end = t_at[pair_b, pair_s + 1]
     ok = j_end > pair_t
     s_next = torch.where(ok, s_ids[pair_b, (pair_s + 1).clamp_max(L - 1)], -1)
@@ -187,7 +206,8 @@ def observed_next(s_ids: Tensor, t_ids: Tensor, pair_b: Tensor, pair_s: Tensor, 
     n_in = torch.where(ok, j_end - pair_t - 1, 0)
     owner = torch.repeat_interleave(torch.arange(len(pair_b), device=pair_b.device), n_in)
     step = torch.arange(len(owner), device=pair_b.device) - torch.repeat_interleave(n_in.cumsum(0) - n_in, n_in)
-    return Observed(s_next, t_next, owner, pair_b[owner], pair_t[owner] + 1 + step)
+    next_row = torch.where(ok & (n_in == 0), row_at[pair_b, pair_s + 1], -1)
+    return Observed(s_next, t_next, owner, pair_b[owner], pair_t[owner] + 1 + step, next_row)
 
 def continuation_log_probs(t_in_logits: Tensor, t_ids: Tensor, obs: Observed, n_pairs: int, T: float = 1.0) -> Tensor:
     """Per pair: the teacher's log-probability (at temperature `T`) of the rest of the student token's span after its
@@ -196,11 +216,35 @@ def continuation_log_probs(t_in_logits: Tensor, t_ids: Tensor, obs: Observed, n_
     lp = torch.log_softmax(t_in_logits.float() / T, -1).gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
     return torch.zeros(n_pairs, device=lp.device).index_add(0, obs.owner.to(lp.device), lp)
 
+def end_log_probs(t_logits: Tensor, obs: Observed, t_group: Tensor, ext_ptr: Tensor, ext_tok: Tensor, T: float = 1.0,
+                  chunk: int = 256) -> Tensor:
+    """Per pair whose observed student token is one teacher token `t*` (`obs.next_row >= 0`): the log of the teacher's
+    probability that the student's token ends there, `log(1 - Σ_c p(c | .., t*))` over the extensions `c` of `t*`'s group
+    (the teacher tokens that follow `t*` in the teacher's spelling of a longer student token of that group), read from
+    the next pair's row of `t_logits` (`[P, V_t]`, at temperature `T`); 0 elsewhere."""
+    dev = t_logits.device
+    out = torch.zeros(len(t_logits), device=dev)
+    rows = ((obs.next_row >= 0) & (obs.t_next >= 0)).nonzero().squeeze(-1).to(dev)
+    if not len(rows) or not len(ext_tok): return out
+    ptr = ext_ptr.to(dev)
+    g = t_group.to(dev)[obs.t_next.to(dev)[rows]]
+    n = ptr[g + 1] - ptr[g]
+    rows, g, n = rows[n > 0], g[n > 0], n[n > 0]
+    if not len(rows): return out
+    nxt = obs.next_row.to(dev)[rows]
+    with torch.no_grad():
+        lse = torch.cat([torch.logsumexp(t_logits[nxt[i:i + chunk]].float() / T, -1) for i in range(0, len(nxt), chunk)])
+        k = torch.repeat_interleave(torch.arange(len(rows), device=dev), n)
+        c = ext_tok.to(dev)[torch.repeat_interleave(ptr[g] - (n.cumsum(0) - n), n) + torch.arange(len(k), device=dev)]
+        p = (t_logits[nxt[k], c].float() / T - lse[k]).exp()
+        out[rows] = torch.log1p(-torch.zeros(len(rows), device=dev).index_add(0, k, p).clamp(max=1 - 1e-6))
+    return out
+
 class RetokKD(KD):
     """KD between teacher and student distributions over re-tokenization groups (`retok_map`): no token of either side
     left out. Given `next_ids` = (student's next token, teacher's next token, log-probability of the rest of the span)
-    per pair (`observed_next`, `continuation_log_probs`), the observed student token gets the teacher's probability of
-    its text, taken out of its group (`cell_log_probs`)."""
+    per pair (`observed_next`, `observed_keep`), the observed student token gets the teacher's probability of its text
+    (and, where it is one teacher token, of its ending there), taken out of its group (`cell_log_probs`)."""
     method = 'retok'
     wants_next = True         # the trainer passes `next_ids`
 
@@ -214,6 +258,17 @@ class RetokKD(KD):
         self.register_buffer('s_group', rmap.s_group.long(), persistent=False)
         self.register_buffer('t_group', rmap.t_group.long(), persistent=False)
         self.register_buffer('s_group_size', torch.bincount(rmap.s_group.long(), minlength=rmap.n_groups), persistent=False)
+        empty = rmap.ext_ptr is None
+        self.register_buffer('ext_ptr', torch.zeros(rmap.n_groups + 1, dtype=torch.long) if empty else rmap.ext_ptr.long(), persistent=False)
+        self.register_buffer('ext_tok', torch.zeros(0, dtype=torch.long) if empty else rmap.ext_tok.long(), persistent=False)
+
+    def observed_keep(self, t_logits: Tensor, t_in_logits: Tensor, t_ids: Tensor, obs: Observed, T: float = 1.0) -> Tensor:
+        """Per pair: the log share of the teacher's probability of the observed first teacher token that the student
+        token's own cell keeps: the rest of its span where it spans several teacher tokens (`continuation_log_probs`),
+        the probability that it ends there where it is one (`end_log_probs`). `t_logits` are the pairs' teacher rows,
+        `t_in_logits` the rows inside the spans."""
+        rest = continuation_log_probs(t_in_logits, t_ids, obs, len(t_logits), T).to(t_logits.device)
+        return rest + end_log_probs(t_logits, obs, self.t_group, self.ext_ptr, self.ext_tok, T)
 
     def own_cells(self, s_next: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
         """The observed pair of tokens of each row, kept (else -1) where a cell of their own is honest: both are in the

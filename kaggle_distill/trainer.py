@@ -246,8 +246,7 @@ def compute_loss(run: Run, batch: dict, step: int):
                           output_attentions=w['attention'] > 0, **({'output_router_logits': True} if w['router'] > 0 else {}))
     def next_ids():                                  # the observed next tokens and the teacher's probability of their text (retok)
         if obs is None: return {}
-        from kaggle_distill.retokenize import continuation_log_probs
-        rest = continuation_log_probs(teacher()[4], batch['t_ids'], obs, len(pb), T).to(run.device)
+        rest = run.kd.observed_keep(teacher()[0], teacher()[4], batch['t_ids'], obs, T).to(run.device)
         return {'next_ids': (obs.s_next.to(run.device), obs.t_next.to(run.device), rest)}
     terms = {'lm': lambda: lm_loss(out.logits, s['s_ids'], s['s_mask']),
              'kd': lambda: run.kd(out.logits, teacher()[0], teacher()[1], T, at=(pb, ps), **next_ids())}
