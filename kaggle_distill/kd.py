@@ -150,8 +150,26 @@ class HybridKD(SharedVocabKD):
         return torch.cat(rows).mean()
 
 # %% ../nbs/14_kd.ipynb #9a14ea8f
+def _projector_rows(s: Tensor, t: Tensor, p: Tensor, s_idx: Tensor, t_idx: Tensor, s_rest: Tensor, kind: str, beta: float,
+                    top_k: int, T: float, fid: Tensor) -> Tensor:
+    """Per row: T^p·D(teacher || student) over (shared tokens, one rest bucket), plus the teacher's rest mass times
+    `fid`·D(projected rest || student rest), both rests renormalised over the student's unshared tokens (float32)."""
+    lp_s, lp_t = torch.log_softmax(s.float() / T, -1), torch.log_softmax(t.float() / T, -1)
+    sh_s = torch.zeros(s.shape[-1], dtype=torch.bool, device=s.device); sh_s[s_idx] = True
+    sh_t = torch.zeros(t.shape[-1], dtype=torch.bool, device=t.device); sh_t[t_idx] = True
+    r_s, r_t = _rest_logmass(lp_s, sh_s), _rest_logmass(lp_t, sh_t)
+    b_s = torch.cat([lp_s[..., s_idx], r_s.unsqueeze(-1)], -1)          # log-probs: shared tokens + one rest bucket
+    b_t = torch.cat([lp_t[..., t_idx], r_t.unsqueeze(-1)], -1)
+    if 0 < top_k < b_t.shape[-1]: b_t, b_s = topk_tail(b_t, b_s, top_k)
+    out = ROW_DIVERGENCES[kind](b_t, b_s, beta) * T ** TEMPERATURE_POWER[kind]
+    if not len(s_rest): return out
+    rest_s = lp_s[..., s_rest] - r_s.unsqueeze(-1)                         # the student's rest, renormalised
+    rest_p = torch.log_softmax(p.float()[..., s_rest] / T, -1)             # the projection's, over the same tokens
+    return out + r_t.exp().detach() * fid * ROW_DIVERGENCES[kind](rest_p, rest_s, beta) * T ** TEMPERATURE_POWER[kind]
+
 class ProjectorKD(KD):
-    "KD against teacher hidden states projected into the student vocabulary, the projector grounded on shared tokens."
+    """KD against the teacher where the vocabularies share a token, and against the teacher's hidden states projected
+    into the student vocabulary (the projector grounded on the shared tokens) for the student's other tokens."""
     method = 'projector'
 
     def __init__(self, projector: Projector, student_head, s_idx: Tensor, t_idx: Tensor, n_s: int, n_t: int,
@@ -161,6 +179,8 @@ class ProjectorKD(KD):
         self._student_head = student_head      # callable -> [V_s, d_s]; not a submodule: the student's weights stay the student's
         self.register_buffer('s_idx', s_idx.long(), persistent=False)
         self.register_buffer('t_idx', t_idx.long(), persistent=False)
+        rest = torch.ones(self.n_s, dtype=torch.bool); rest[s_idx.long()] = False
+        self.register_buffer('s_rest', rest.nonzero().squeeze(-1), persistent=False)   # the student tokens the teacher has no twin of
         self.register_buffer('calibrated', torch.tensor(not needs_calibration))
         self._known_calibrated = False        # a host copy of `calibrated` once it is True: no device read per step after that
 
@@ -172,7 +192,8 @@ class ProjectorKD(KD):
                            t_hidden=t_hidden.float(), t_logits=t_logits.float())
         self.calibrated.fill_(True); self._known_calibrated = True
 
-    def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0, at=None) -> Tensor:
+    def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0,
+                chunk_size: int = 256, at=None) -> Tensor:
         if t_hidden is None: raise ValueError("kd_method 'projector' needs t_hidden_P, the teacher's last hidden states at the pairs")
         s, t = self._cut(s_logits, t_logits, at)
         if self.training and not self._known_calibrated and len(t_hidden):   # read the flag from the device until it is set
@@ -180,8 +201,16 @@ class ProjectorKD(KD):
             else: self.calibrate(t_hidden, t)
         p = self.projector(t_hidden, self._student_head())[..., :self.n_s]
         ground = divergence(p[..., self.s_idx], t[..., self.t_idx], self.kind, temperature, self.beta, self.top_k)
-        student = divergence(s, p.detach(), self.kind, temperature, self.beta, self.top_k)
-        return self.fidelity(ground, t[..., self.t_idx], temperature) * student + ground
+        if not len(s): return ground + s.float().sum()
+        fid = self.fidelity(ground, t[..., self.t_idx], temperature)
+        args = (self.s_idx, self.t_idx, self.s_rest, self.kind, self.beta, self.top_k, float(temperature), fid)
+        grad = torch.is_grad_enabled() and s.requires_grad
+        pd = p.detach()
+        with torch.autocast(s.device.type, enabled=False):
+            rows = [checkpoint(_projector_rows, s[i:i + chunk_size], t[i:i + chunk_size], pd[i:i + chunk_size], *args, use_reentrant=False)
+                    if grad else _projector_rows(s[i:i + chunk_size], t[i:i + chunk_size], pd[i:i + chunk_size], *args)
+                    for i in range(0, len(s), chunk_size)]
+        return torch.cat(rows).mean() + ground
 
     @torch.no_grad()
     def fidelity(self, ground: Tensor, t_shared: Tensor, temperature: float = 1.0) -> Tensor:
