@@ -202,7 +202,8 @@ class ProjectorKD(KD):
         p = self.projector(t_hidden, self._student_head())[..., :self.n_s]
         ground = divergence(p[..., self.s_idx], t[..., self.t_idx], self.kind, temperature, self.beta, self.top_k)
         if not len(s): return ground + s.float().sum()
-        fid = self.fidelity(ground, t[..., self.t_idx], temperature)
+        own = divergence(s[..., self.s_idx].detach(), t[..., self.t_idx], self.kind, temperature, self.beta, self.top_k)
+        fid = self.fidelity(ground, own)
         args = (self.s_idx, self.t_idx, self.s_rest, self.kind, self.beta, self.top_k, float(temperature), fid)
         grad = torch.is_grad_enabled() and s.requires_grad
         pd = p.detach()
@@ -213,10 +214,10 @@ class ProjectorKD(KD):
         return torch.cat(rows).mean() + ground
 
     @torch.no_grad()
-    def fidelity(self, ground: Tensor, t_shared: Tensor, temperature: float = 1.0) -> Tensor:
-        "Share of the teacher's information the projection carries on the shared tokens: 1 - D(teacher||proj) / D(teacher||uniform), in [0, 1]."
-        uniform = divergence(torch.zeros_like(t_shared), t_shared, self.kind, temperature, self.beta, self.top_k)
-        return (1 - ground.detach() / uniform.clamp_min(1e-8)).clamp(0, 1)
+    def fidelity(self, ground: Tensor, own: Tensor) -> Tensor:
+        """How far the projection is a better guide to the teacher than the student's own distribution, on the shared
+        tokens: `1 - D(teacher||projected) / D(teacher||student)`, detached, in [0, 1] (0 where the student knows better)."""
+        return (1 - ground.detach() / own.detach().clamp_min(1e-8)).clamp(0, 1)
 
 def make_projector_kd(cfg_loss, student_tok, teacher_tok, student_model, teacher_model) -> ProjectorKD:
     "A `ProjectorKD` sized and initialised (`cfg_loss.projector_init`) from the two models' output heads."
