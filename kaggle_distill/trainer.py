@@ -20,14 +20,14 @@ from .curriculum import Curriculum
 # %% auto #0
 __all__ = ['DIST_TIMEOUT_S', 'STOP_REASONS', 'SESSION_KEYS', 'STATUSES', 'param_groups', 'make_optimizer', 'TrainState',
            'early_stop_update', 'lm_loss', 'EMA', 'Run', 'resolve_device', 'build_run', 'teacher_at_pairs',
-           'attention_for_step', 'compute_loss', 'StepResult', 'optimizer_step', 'DistInfo', 'dist_info', 'world_size',
-           'is_main', 'check_world', 'process_device', 'init_distributed', 'close_distributed', 'all_agree',
-           'from_main', 'gather_all', 'agree_stop', 'main_first', 'sync_grads', 'reduce_record', 'broadcast_trainables',
-           'dist_optimizer_step', 'sig3', 'MetricsLog', 'run_state', 'restore_run_state', 'save_run', 'adopt_history',
-           'config_diff', 'check_writable', 'check_models_available', 'check_run_dir', 'check_resume_from',
-           'resume_folders', 'check_resume_config', 'resume_point', 'check_state_shapes', 'evaluate_run', 'PhaseTimer',
-           'time_split', 'train', 'main_lock', 'train_record', 'run_status', 'resume_hint', 'finish',
-           'data_parallel_speedup']
+           'attention_for_step', 'compute_loss', 'StepResult', 'clip_grads', 'optimizer_step', 'DistInfo', 'dist_info',
+           'world_size', 'is_main', 'check_world', 'process_device', 'init_distributed', 'close_distributed',
+           'all_agree', 'from_main', 'gather_all', 'agree_stop', 'main_first', 'sync_grads', 'reduce_record',
+           'broadcast_trainables', 'dist_optimizer_step', 'sig3', 'MetricsLog', 'run_state', 'restore_run_state',
+           'save_run', 'adopt_history', 'config_diff', 'check_writable', 'check_models_available', 'check_run_dir',
+           'check_resume_from', 'resume_folders', 'check_resume_config', 'resume_point', 'check_state_shapes',
+           'evaluate_run', 'PhaseTimer', 'time_split', 'train', 'main_lock', 'train_record', 'run_status',
+           'resume_hint', 'finish', 'data_parallel_speedup']
 
 # %% ../nbs/20_trainer.ipynb #521f5dbf
 def param_groups(student: nn.Module, extra: dict[str, nn.Module], tc) -> list[dict]:
@@ -228,7 +228,8 @@ def compute_loss(run: Run, batch: dict, step: int):
     pb, ps = batch['pair_b'].to(run.device), batch['pair_s'].to(run.device)
     routing = w['routed_feature'] > 0 or w['route_balance'] > 0    # the student-aware router runs (kaggle_distill.router)
     obs = None
-    if run.kd.wants_next:                            # the KD target uses the observed next tokens (kaggle_distill.retokenize)
+    if run.kd.wants_next and w['lm'] == 0:           # KD alone: the observed next token gets a cell in the target
+                                                     # (kaggle_distill.retokenize; with the LM term on, the text itself gives it)
         from kaggle_distill.retokenize import observed_next
         obs = observed_next(*(batch[k] for k in ('s_ids', 't_ids', 'pair_b', 'pair_s', 'pair_t')))
     @functools.cache
@@ -283,6 +284,15 @@ def _first_nonfinite(rec: dict) -> str | None:
         if name != 'total' and c['raw'] is not None and not (math.isfinite(c['raw']) and math.isfinite(c['weighted'])): return name
     return None if math.isfinite(rec['total']) else 'total'
 
+def clip_grads(run: Run, params: list, max_norm: float) -> tuple[Tensor, Tensor]:
+    """Clip the student's gradients and the other trained modules' (projector, auxiliary maps) each to `max_norm` on its
+    own, so a large gradient of an auxiliary module never shrinks the student's step; their norms, on the device."""
+    mine = {id(p) for p in run.student.parameters()}
+    own, other = [p for p in params if id(p) in mine], [p for p in params if id(p) not in mine]
+    s_norm = torch.nn.utils.clip_grad_norm_(own, max_norm)
+    o_norm = torch.nn.utils.clip_grad_norm_(other, max_norm) if other else torch.zeros_like(s_norm)
+    return s_norm, o_norm
+
 def optimizer_step(run: Run, opt, sched, scaler, batches: list[dict], step: int) -> StepResult:
     """Accumulate gradients over `batches`, clip, and step optimizer and scheduler once (or skip, counted). The losses and the
     gradient norm stay on the device until one read after the backward passes: one host sync per optimizer step."""
@@ -297,10 +307,11 @@ def optimizer_step(run: Run, opt, sched, scaler, batches: list[dict], step: int)
         results.append(res)
         n_tok += int(b['s_mask'].numpy().sum())               # the loader's host copy: no device read
     scaler.unscale_(opt)
-    gnorm_t = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+    gnorm_t, other_t = clip_grads(run, params, tc.grad_clip)   # the student's norm is the one reported
     dev = [r.device_values() for r in results]
-    host = torch.stack([gnorm_t.float().reshape(()).to(run.device)] + [v for vs in dev for v in vs]).tolist()  # the sync
-    gnorm, at, acc = host[0], 1, {}
+    host = torch.stack([gnorm_t.float().reshape(()).to(run.device), other_t.float().reshape(()).to(run.device)]
+                       + [v for vs in dev for v in vs]).tolist()  # the sync
+    gnorm, at, acc = host[0] + 0 * host[1], 2, {}   # a non-finite norm of either group skips the step
     for r, vs in zip(results, dev):
         rec = r.resolve(host[at:at + len(vs)]).record(); at += len(vs)
         if (bad := _first_nonfinite(rec)) is not None:
@@ -517,7 +528,8 @@ def dist_optimizer_step(run: Run, opt, sched, scaler, batches: list[dict], step:
     sync_grads(params)
     acc, n_tok = reduce_record(acc, n_tok)
     scaler.unscale_(opt)
-    gnorm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))   # the same in every process: same gradients
+    s_norm, o_norm = clip_grads(run, params, tc.grad_clip)
+    gnorm = float(s_norm) + 0 * float(o_norm)   # the same in every process: same gradients
     if not math.isfinite(gnorm):
         if scaler.is_enabled(): scaler.update()
         opt.zero_grad(set_to_none=True)
