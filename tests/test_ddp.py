@@ -199,7 +199,7 @@ def _collectives_worker(rank: int, world: int, port: int, out: str):
         loss = model(b['x']).pow(2).mean() * (float('nan') if b['nan'] else 1.0)
         return NS(total=loss, record=lambda: {'lm': {'raw': loss.item(), 'weight': 1.0, 'weighted': loss.item()}, 'total': loss.item()})
     T.compute_loss = stub_loss
-    run = NS(cfg=NS(train=NS(grad_clip=1.0)))
+    run = NS(cfg=NS(train=NS(grad_clip=1.0)), student=model)           # clip_grads tells the student's parameters apart
     xs = torch.arange(8.0).reshape(4, 1, 2) / 8
     steps = []
     for step in range(2):
