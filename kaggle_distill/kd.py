@@ -120,8 +120,9 @@ def _rest_logmass(lp: Tensor, shared: Tensor) -> Tensor:
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     return (rest - m).exp().sum(-1).clamp_min(torch.finfo(torch.float32).tiny).log() + m.squeeze(-1)
 
-def _hybrid_rows(s: Tensor, t: Tensor, s_idx: Tensor, t_idx: Tensor, kind: str, beta: float, top_k: int, T: float) -> Tensor:
-    "Per row: T^p·D(shared tokens + rest bucket) + T·p_rest·ULD(renormalised rests), float32."
+def _bucket_rows(s: Tensor, t: Tensor, s_idx: Tensor, t_idx: Tensor, kind: str, beta: float, top_k: int, T: float):
+    """Per row: T^p·D(teacher || student) over (shared tokens, one rest bucket), float32; with the log-probabilities,
+    the rests' log-masses and the shared-column masks that the rest terms need: (exact, lp_s, lp_t, r_s, r_t, sh_s, sh_t)."""
     lp_s, lp_t = torch.log_softmax(s.float() / T, -1), torch.log_softmax(t.float() / T, -1)
     sh_s = torch.zeros(s.shape[-1], dtype=torch.bool, device=s.device); sh_s[s_idx] = True
     sh_t = torch.zeros(t.shape[-1], dtype=torch.bool, device=t.device); sh_t[t_idx] = True
@@ -129,7 +130,11 @@ def _hybrid_rows(s: Tensor, t: Tensor, s_idx: Tensor, t_idx: Tensor, kind: str, 
     b_s = torch.cat([lp_s[..., s_idx], r_s.unsqueeze(-1)], -1)          # log-probs: shared tokens + one rest bucket
     b_t = torch.cat([lp_t[..., t_idx], r_t.unsqueeze(-1)], -1)
     if 0 < top_k < b_t.shape[-1]: b_t, b_s = topk_tail(b_t, b_s, top_k)
-    exact = ROW_DIVERGENCES[kind](b_t, b_s, beta) * T ** TEMPERATURE_POWER[kind]
+    return ROW_DIVERGENCES[kind](b_t, b_s, beta) * T ** TEMPERATURE_POWER[kind], lp_s, lp_t, r_s, r_t, sh_s, sh_t
+
+def _hybrid_rows(s: Tensor, t: Tensor, s_idx: Tensor, t_idx: Tensor, kind: str, beta: float, top_k: int, T: float) -> Tensor:
+    "Per row: T^p·D(shared tokens + rest bucket) + T·p_rest·ULD(renormalised rests), float32."
+    exact, lp_s, lp_t, r_s, r_t, sh_s, sh_t = _bucket_rows(s, t, s_idx, t_idx, kind, beta, top_k, T)
     rest_s = (lp_s - r_s.unsqueeze(-1)).masked_fill(sh_s, float('-inf'))  # the rests, renormalised, as log-probs
     rest_t = (lp_t - r_t.unsqueeze(-1)).masked_fill(sh_t, float('-inf'))
     return exact + r_t.exp().detach() * _uld_rows(rest_s, rest_t, 1.0, top_k) * T ** TEMPERATURE_POWER['tv']
@@ -154,14 +159,7 @@ def _projector_rows(s: Tensor, t: Tensor, p: Tensor, s_idx: Tensor, t_idx: Tenso
                     top_k: int, T: float, fid: Tensor) -> Tensor:
     """Per row: T^p·D(teacher || student) over (shared tokens, one rest bucket), plus the teacher's rest mass times
     `fid`·D(projected rest || student rest), both rests renormalised over the student's unshared tokens (float32)."""
-    lp_s, lp_t = torch.log_softmax(s.float() / T, -1), torch.log_softmax(t.float() / T, -1)
-    sh_s = torch.zeros(s.shape[-1], dtype=torch.bool, device=s.device); sh_s[s_idx] = True
-    sh_t = torch.zeros(t.shape[-1], dtype=torch.bool, device=t.device); sh_t[t_idx] = True
-    r_s, r_t = _rest_logmass(lp_s, sh_s), _rest_logmass(lp_t, sh_t)
-    b_s = torch.cat([lp_s[..., s_idx], r_s.unsqueeze(-1)], -1)          # log-probs: shared tokens + one rest bucket
-    b_t = torch.cat([lp_t[..., t_idx], r_t.unsqueeze(-1)], -1)
-    if 0 < top_k < b_t.shape[-1]: b_t, b_s = topk_tail(b_t, b_s, top_k)
-    out = ROW_DIVERGENCES[kind](b_t, b_s, beta) * T ** TEMPERATURE_POWER[kind]
+    out, lp_s, _, r_s, r_t, _, _ = _bucket_rows(s, t, s_idx, t_idx, kind, beta, top_k, T)
     if not len(s_rest): return out
     rest_s = lp_s[..., s_rest] - r_s.unsqueeze(-1)                         # the student's rest, renormalised
     rest_p = torch.log_softmax(p.float()[..., s_rest] / T, -1)             # the projection's, over the same tokens
