@@ -81,36 +81,54 @@ class SharedVocabKD(KD):
         return divergence(s, t[..., self.t_idx], self.kind, temperature, self.beta, self.top_k, sample_k=self.sample_k)
 
 # %% ../nbs/14_kd.ipynb #1d9f1dfb
-def _uld_rows(s: Tensor, t: Tensor, T: float, top_k: int) -> Tensor:
-    "Per-row L1 distance between the decreasingly sorted probabilities of logits `s` and `t` (float32)."
-    ps, pt = torch.softmax(s.float() / T, -1), torch.softmax(t.float() / T, -1)
-    k = min(top_k, ps.shape[-1], pt.shape[-1]) if top_k > 0 else 0
+def _sorted_l1(vs: Tensor, vt: Tensor, top_k: int) -> Tensor:
+    "Per row: L1 between the decreasingly sorted probability vectors `vs` and `vt` (zero-padded); with `top_k`, the k largest plus the rest's mass."
+    k = min(top_k, vs.shape[-1], vt.shape[-1]) if top_k > 0 else 0
     if k:
-        vs, vt = ps.topk(k, -1).values, pt.topk(k, -1).values
-        return (vs - vt).abs().sum(-1) + (vt.sum(-1) - vs.sum(-1)).abs()
-    vs, vt = ps.sort(-1, descending=True).values, pt.sort(-1, descending=True).values
+        ks, kt = vs.topk(k, -1).values, vt.topk(k, -1).values
+        return (ks - kt).abs().sum(-1) + ((vt.sum(-1) - kt.sum(-1)) - (vs.sum(-1) - ks.sum(-1))).abs()
+    vs, vt = vs.sort(-1, descending=True).values, vt.sort(-1, descending=True).values
     n = max(vs.shape[-1], vt.shape[-1])
-    vs, vt = F.pad(vs, (0, n - vs.shape[-1])), F.pad(vt, (0, n - vt.shape[-1]))
-    return (vs - vt).abs().sum(-1)
+    return (F.pad(vs, (0, n - vs.shape[-1])) - F.pad(vt, (0, n - vt.shape[-1]))).abs().sum(-1)
 
-def uld_distance(s_logits: Tensor, t_logits: Tensor, T: float = 1.0, top_k: int = 0, chunk_size: int = 256) -> Tensor:
-    "Mean over rows of the ULD distance (sorted-probability L1) times `T`, in chunks of rows with checkpointing."
+def _uld_rows(s: Tensor, t: Tensor, T: float, top_k: int, s_idx: Tensor | None = None, t_idx: Tensor | None = None) -> Tensor:
+    """Per-row ULD distance between the probabilities of logits `s` and `t` (float32): the L1 distance between the twins'
+    probabilities (`s_idx[i]` is `t_idx[i]`), plus the L1 between the other tokens' probabilities, each sorted."""
+    ps, pt = torch.softmax(s.float() / T, -1), torch.softmax(t.float() / T, -1)
+    if s_idx is None or not len(s_idx): return _sorted_l1(ps, pt, top_k)
+    twins = (ps[..., s_idx] - pt[..., t_idx]).abs().sum(-1)
+    rest_s, rest_t = ps.index_fill(-1, s_idx, 0.0), pt.index_fill(-1, t_idx, 0.0)     # a twin's column holds 0: sorts last
+    return twins + _sorted_l1(rest_s, rest_t, top_k)
+
+def uld_distance(s_logits: Tensor, t_logits: Tensor, T: float = 1.0, top_k: int = 0, chunk_size: int = 256,
+                 s_idx: Tensor | None = None, t_idx: Tensor | None = None) -> Tensor:
+    "Mean over rows of the ULD distance (twins compared as such, the rest sorted) times `T`, in chunks of rows with checkpointing."
     if not T > 0: raise ValueError(f"temperature must be > 0, got {T}")
     s, t = s_logits.reshape(-1, s_logits.shape[-1]), t_logits.reshape(-1, t_logits.shape[-1])
     if len(s) != len(t): raise ValueError(f"student has {len(s)} rows, teacher {len(t)}: pass the rows of aligned pairs")
     if not len(s): return s.float().sum() + t.float().sum()
     grad = torch.is_grad_enabled() and (s.requires_grad or t.requires_grad)
-    rows = [checkpoint(_uld_rows, s[i:i + chunk_size], t[i:i + chunk_size], T, top_k, use_reentrant=False) if grad
-            else _uld_rows(s[i:i + chunk_size], t[i:i + chunk_size], T, top_k) for i in range(0, len(s), chunk_size)]
+    rows = [checkpoint(_uld_rows, s[i:i + chunk_size], t[i:i + chunk_size], T, top_k, s_idx, t_idx, use_reentrant=False) if grad
+            else _uld_rows(s[i:i + chunk_size], t[i:i + chunk_size], T, top_k, s_idx, t_idx) for i in range(0, len(s), chunk_size)]
     return torch.cat(rows).mean() * T ** TEMPERATURE_POWER['tv']
 
 class ULDKD(KD):
-    "Universal Logit Distillation: L1 between sorted probability vectors; needs no shared tokens."
+    """Universal Logit Distillation: L1 between probability vectors, tokens spelled identically in both vocabularies
+    (`s_idx`, `t_idx`) compared as twins, the others sorted; with no twins given, all sorted."""
     method = 'uld'
+
+    def __init__(self, n_s: int, n_t: int, kind: str = 'forward_kl', beta: float = 0.5, top_k: int = 0, sample_k: int = 0,
+                 s_idx: Tensor | None = None, t_idx: Tensor | None = None):
+        super().__init__(n_s, n_t, kind, beta, top_k, sample_k)
+        s_idx, t_idx = (torch.zeros(0, dtype=torch.long),) * 2 if s_idx is None else (s_idx.long(), t_idx.long())
+        if len(s_idx) != len(t_idx): raise ValueError(f"{len(s_idx)} student twins but {len(t_idx)} teacher twins: pass pairs")
+        if len(s_idx) and (int(s_idx.max()) >= n_s or int(t_idx.max()) >= n_t): raise ValueError("twin token ids beyond the vocabularies")
+        self.register_buffer('s_idx', s_idx, persistent=False)
+        self.register_buffer('t_idx', t_idx, persistent=False)
 
     def forward(self, s_logits: Tensor, t_logits: Tensor, t_hidden: Tensor | None = None, temperature: float = 1.0, at=None) -> Tensor:
         s, t = self._cut(s_logits, t_logits, at)
-        return uld_distance(s, t, float(temperature), self.top_k)
+        return uld_distance(s, t, float(temperature), self.top_k, s_idx=self.s_idx, t_idx=self.t_idx)
 
 # %% ../nbs/14_kd.ipynb #731bb853
 def _rest_logmass(lp: Tensor, shared: Tensor) -> Tensor:
@@ -245,7 +263,7 @@ def make_kd(cfg_loss, student_tok, teacher_tok, student_model=None, teacher_mode
     if m in ('shared_vocab', 'hybrid'):
         s_idx, t_idx = shared_token_pairs(student_tok, teacher_tok)
         return (SharedVocabKD if m == 'shared_vocab' else HybridKD)(s_idx, t_idx, n_s, n_t, **common)
-    if m == 'uld': return ULDKD(n_s, n_t, **common)
+    if m == 'uld': return ULDKD(n_s, n_t, **common, **dict(zip(('s_idx', 't_idx'), shared_token_pairs(student_tok, teacher_tok))))
     if common['sample_k'] and m not in ('same_tokenizer', 'shared_vocab'):
         raise ValueError(f"loss.sample_k={cfg_loss.sample_k} works with kd_method 'same_tokenizer' or 'shared_vocab', not {m!r}; set loss.sample_k=0")
     if m == 'projector': return make_projector_kd(cfg_loss, student_tok, teacher_tok, student_model, teacher_model)
