@@ -173,12 +173,24 @@ def cell_log_probs(logits: Tensor, group: Tensor, n_groups: int, own: Tensor | N
     p = torch.cat([x.new_zeros(*x.shape[:-1], n_groups).index_add(-1, group, x), last], -1)
     return p.clamp_min(_TINY).log() + m
 
+def _own_split(x: Tensor, own_g: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Cells `x` (`[P, n+1]` log-probs) as (the groups with the own cell merged back into group `own_g[r]`, `[P, n]`;
+    the split of that group into (own cell, rest of the group), renormalised, `[P, 2]`)."""
+    g = own_g.unsqueeze(-1)
+    rest, own = x[..., :n].gather(-1, g), x[..., n:]
+    whole = torch.logaddexp(rest, own)
+    return x[..., :n].scatter(-1, g, whole), torch.cat([own, rest], -1) - whole
+
 def _retok_rows(s: Tensor, t: Tensor, s_own: Tensor, t_own: Tensor, t_keep: Tensor, s_group: Tensor, t_group: Tensor, n: int,
                 kind: str, beta: float, top_k: int, T: float) -> Tensor:
-    "Per row: T^p · D(teacher cells || student cells)."
+    """Per row: T^p · (D(teacher groups || student groups) + D(teacher's split of the observed group || student's)),
+    the second term only on rows with an own cell."""
     gs, gt = cell_log_probs(s, s_group, n, s_own, T), cell_log_probs(t, t_group, n, t_own, T, t_keep)
+    own_g = s_group[s_own.clamp_min(0)]
+    (gs, ss), (gt, st) = _own_split(gs, own_g, n), _own_split(gt, own_g, n)
+    split = torch.where(s_own >= 0, ROW_DIVERGENCES[kind](st, ss, beta), 0.0)
     if 0 < top_k < n: gt, gs = topk_tail(gt, gs, top_k)
-    return ROW_DIVERGENCES[kind](gt, gs, beta) * T ** TEMPERATURE_POWER[kind]
+    return (ROW_DIVERGENCES[kind](gt, gs, beta) + split) * T ** TEMPERATURE_POWER[kind]
 
 @dataclass
 class Observed:
@@ -244,7 +256,8 @@ class RetokKD(KD):
     """KD between teacher and student distributions over re-tokenization groups (`retok_map`): no token of either side
     left out. Given `next_ids` = (student's next token, teacher's next token, log-probability of the rest of the span)
     per pair (`observed_next`, `observed_keep`), the observed student token gets the teacher's probability of its text
-    (and, where it is one teacher token, of its ending there), taken out of its group (`cell_log_probs`)."""
+    (and, where it is one teacher token, of its ending there), taken out of its group (`cell_log_probs`), and the
+    observed group's split into that token and the rest is a divergence of its own, at full weight."""
     method = 'retok'
     wants_next = True         # the trainer passes `next_ids`
 
