@@ -182,9 +182,13 @@ def _own_split(x: Tensor, own_g: Tensor, n: int) -> tuple[Tensor, Tensor]:
     return x[..., :n].scatter(-1, g, whole), torch.cat([own, rest], -1) - whole
 
 def _retok_rows(s: Tensor, t: Tensor, s_own: Tensor, t_own: Tensor, t_keep: Tensor, s_group: Tensor, t_group: Tensor, n: int,
-                kind: str, beta: float, top_k: int, T: float) -> Tensor:
+                kind: str, beta: float, top_k: int, T: float, cells: bool = True) -> Tensor:
     """Per row: T^p · (D(teacher groups || student groups) + D(teacher's split of the observed group || student's)),
-    the second term only on rows with an own cell."""
+    the second term only on rows with an own cell (`cells=False`: no row has one, the groups alone)."""
+    if not cells:
+        gs, gt = group_log_probs(s, s_group, n, T), group_log_probs(t, t_group, n, T)
+        if 0 < top_k < n: gt, gs = topk_tail(gt, gs, top_k)
+        return ROW_DIVERGENCES[kind](gt, gs, beta) * T ** TEMPERATURE_POWER[kind]
     gs, gt = cell_log_probs(s, s_group, n, s_own, T), cell_log_probs(t, t_group, n, t_own, T, t_keep)
     own_g = s_group[s_own.clamp_min(0)]
     (gs, ss), (gt, st) = _own_split(gs, own_g, n), _own_split(gt, own_g, n)
@@ -297,7 +301,7 @@ class RetokKD(KD):
         none = torch.full((len(s),), -1, dtype=torch.long, device=s.device)
         s_own, t_own = self.own_cells(*(x.to(s.device) for x in next_ids[:2])) if next_ids is not None else (none, none)
         t_keep = next_ids[2].to(t.device).float() if next_ids is not None else torch.zeros(len(s), device=t.device)
-        args = (self.s_group, self.t_group, self.n_groups, self.kind, self.beta, self.top_k, float(temperature))
+        args = (self.s_group, self.t_group, self.n_groups, self.kind, self.beta, self.top_k, float(temperature), next_ids is not None)
         grad = torch.is_grad_enabled() and (s.requires_grad or t.requires_grad)
         with torch.autocast(s.device.type, enabled=False):
             rows = []
