@@ -148,13 +148,21 @@ def run_arm(name: str, overrides: list, args, cache: TeacherCache, seed: int, st
 def bpb_of(ev, who='student'): return ev[who]['bpb']
 
 
+def dedup(results: list[dict]) -> list[dict]:
+    "One result per (arm, seed, steps), the first: several saved files may each hold the LM-only run of a seed."
+    seen, out = set(), []
+    for r in results:
+        if (k := (r['arm'], r['seed'], r['steps'])) not in seen: seen.add(k); out.append(r)
+    return out
+
+
 def seed_rows(results: list[dict]) -> list[dict]:
     "Per (seed, arm): the numbers of the table, with the paired difference to the LM-only arm of that seed."
     from kaggle_distill.evaluate import bpb_interval
     out = []
     for seed in sorted({r['seed'] for r in results}):
         rs = [r for r in results if r['seed'] == seed]
-        lm = next((r for r in rs if r['arm'] == 'lm'), None)
+        lm = {r['steps']: r for r in reversed(rs) if r['arm'] == 'lm'}
         before = next(r['before'] for r in rs if r['before'] is not None)
         teacher = before['teacher']['bpb']
         for r in rs:
@@ -164,9 +172,10 @@ def seed_rows(results: list[dict]) -> list[dict]:
                        gap_closed=(bpb_of(before) - bpb_of(a)) / (bpb_of(before) - teacher),
                        wall_s=r['wall_s'], tok_per_s=r['tok_per_s'], kd_shared=a['student']['kd_shared'],
                        top1_conf=a['student']['top1_confident'], top1=a['student']['top1'])
-            if lm is not None and r is not lm and lm['after']['blocks']['bytes'] == blk['bytes']:
-                row['vs_lm'] = bpb_of(a) - bpb_of(lm['after'])
-                row['vs_lm_ci'] = list(bpb_interval(blk['s_nll'], blk['bytes'], baseline=lm['after']['blocks']['s_nll']))
+            base = lm.get(r['steps'])                       # the LM-only run of the same seed and steps
+            if base is not None and r is not base and base['after']['blocks']['bytes'] == blk['bytes']:
+                row['vs_lm'] = bpb_of(a) - bpb_of(base['after'])
+                row['vs_lm_ci'] = list(bpb_interval(blk['s_nll'], blk['bytes'], baseline=base['after']['blocks']['s_nll']))
             out.append(row)
     return out
 
@@ -235,7 +244,7 @@ def main(argv=None):
     ap.add_argument('--report', nargs='+', default=None, help='only print the tables of these saved result files')
     args = ap.parse_args(argv)
     if args.report:
-        results = [r for f in args.report for r in json.loads(Path(f).read_text())]
+        results = dedup([r for f in args.report for r in json.loads(Path(f).read_text())])
         print_tables(results); return results
     torch.set_num_threads(args.threads)
     arms = {}
