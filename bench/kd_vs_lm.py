@@ -181,14 +181,15 @@ def seed_rows(results: list[dict]) -> list[dict]:
 
 
 def pooled(results: list[dict]) -> dict:
-    "Per arm over seeds: mean after, mean difference to LM only and the interval of per-block differences pooled over seeds."
+    """Per (arm, steps) over seeds: mean after, mean difference to the LM-only run of the same seed and steps, and the
+    interval of the per-block differences pooled over seeds."""
     from kaggle_distill.evaluate import bpb_interval
     out = {}
-    for arm in dict.fromkeys(r['arm'] for r in results):
+    for arm, steps in dict.fromkeys((r['arm'], r['steps']) for r in results):
         d_nll, d_bytes, diffs, afters, walls = [], [], [], [], []
-        for r in (r for r in results if r['arm'] == arm):
+        for r in (r for r in results if r['arm'] == arm and r['steps'] == steps):
             afters.append(bpb_of(r['after'])); walls.append(r['wall_s'])
-            lm = next((x for x in results if x['arm'] == 'lm' and x['seed'] == r['seed'] and x['steps'] == r['steps']), None)
+            lm = next((x for x in results if x['arm'] == 'lm' and x['seed'] == r['seed'] and x['steps'] == steps), None)
             if lm is None or arm == 'lm' or lm['after']['blocks']['bytes'] != r['after']['blocks']['bytes']: continue
             d_nll += list(np.subtract(r['after']['blocks']['s_nll'], lm['after']['blocks']['s_nll'])); d_bytes += r['after']['blocks']['bytes']
             diffs.append(bpb_of(r['after']) - bpb_of(lm['after']))
@@ -197,7 +198,23 @@ def pooled(results: list[dict]) -> dict:
         if diffs:
             row.update(vs_lm=float(np.mean(diffs)), vs_lm_ci=list(bpb_interval(d_nll, d_bytes)), wins=sum(d < 0 for d in diffs),
                        vs_lm_seeds=diffs)
-        out[arm] = row
+        out[arm, steps] = row
+    return out
+
+
+def equal_wall_rows(results: list[dict]) -> list[dict]:
+    """Per `lm@wall(ARM)` run: ARM's run of the same seed against LM only trained for as long (paired per block)."""
+    from kaggle_distill.evaluate import bpb_interval
+    out = []
+    for w in (r for r in results if r['arm'].startswith('lm@wall(')):
+        ref_arm = w['arm'][len('lm@wall('):-1]
+        ref = next((r for r in results if r['arm'] == ref_arm and r['seed'] == w['seed'] and abs(r['wall_s'] - w['wall_s']) < 0.5 * r['wall_s']), None)
+        if ref is None or ref['after']['blocks']['bytes'] != w['after']['blocks']['bytes']: continue
+        out.append(dict(seed=w['seed'], arm=ref_arm, steps=ref['steps'], after=bpb_of(ref['after']), wall_s=ref['wall_s'],
+                        lm_steps=w['steps'], lm_after=bpb_of(w['after']), lm_wall_s=w['wall_s'],
+                        diff=bpb_of(ref['after']) - bpb_of(w['after']),
+                        diff_ci=list(bpb_interval(ref['after']['blocks']['s_nll'], ref['after']['blocks']['bytes'],
+                                                  baseline=w['after']['blocks']['s_nll']))))
     return out
 
 
@@ -217,13 +234,22 @@ def print_tables(results: list[dict], file=sys.stdout):
           f"{r['wall_s']:.0f} | {r['tok_per_s']:.0f} |")
     teacher = rows[0]['teacher'] if rows else float('nan')
     p(f"\nOver seeds (teacher {teacher:.3f} bits/byte; vs LM: mean over seeds, interval of per-block differences pooled over seeds)")
-    p("| arm | seeds | after (mean ± sd) | vs LM only | seeds won | wall s |")
-    p("|---|---|---|---|---|---|")
-    for arm, r in pooled(results).items():
+    p("| arm | steps | seeds | after (mean ± sd) | vs LM only | seeds won | wall s |")
+    p("|---|---|---|---|---|---|---|")
+    order = lambda k: (k[1], list(ARMS).index(k[0]) if k[0] in ARMS else len(ARMS))   # by steps, then as ARMS lists them
+    for (arm, steps), r in sorted(pooled(results).items(), key=lambda kv: order(kv[0])):
+        if arm.startswith('lm@wall('): continue
         sd = f" ± {r['after_sd']:.3f}" if r['after_sd'] is not None else ''
         vs = f"{r['vs_lm']:+.3f} {fmt_ci(r['vs_lm_ci'])}" if 'vs_lm' in r else '—'
         won = f"{r['wins']}/{len(r['vs_lm_seeds'])}" if 'vs_lm' in r else '—'
-        p(f"| {arm} | {r['seeds']} | {r['after']:.3f}{sd} | {vs} | {won} | {r['wall_s']:.0f} |")
+        p(f"| {arm} | {steps} | {r['seeds']} | {r['after']:.3f}{sd} | {vs} | {won} | {r['wall_s']:.0f} |")
+    if ew := equal_wall_rows(results):
+        p("\nEqual wall time (LM only trained for as long as the arm, teacher time included; arm − LM paired on the same blocks)")
+        p("| seed | arm | steps | after | wall s | LM only steps | LM only after | LM wall s | arm − LM only |")
+        p("|---|---|---|---|---|---|---|---|---|")
+        for r in ew:
+            p(f"| {r['seed']} | {r['arm']} | {r['steps']} | {r['after']:.3f} | {r['wall_s']:.0f} | {r['lm_steps']} | "
+              f"{r['lm_after']:.3f} | {r['lm_wall_s']:.0f} | {r['diff']:+.3f} {fmt_ci(r['diff_ci'])} |")
 
 
 def main(argv=None):

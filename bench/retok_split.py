@@ -21,7 +21,7 @@ from kd_vs_lm import ARMS
 def split_table(run, student, kd) -> dict:
     "Per row kind: count, mean nats of the student's token, group and within-group parts, and the KD target's."
     from kaggle_distill.trainer import teacher_at_pairs
-    from kaggle_distill.retokenize import observed_next, cell_log_probs
+    from kaggle_distill.retokenize import observed_next, cell_log_probs, group_log_probs
     acc = {k: torch.zeros(7, dtype=torch.float64) for k in ('own cell', 'group of one')}
     with torch.no_grad():
         for b in run.eval_batches:
@@ -35,7 +35,7 @@ def split_table(run, student, kd) -> dict:
             sl = student(input_ids=b['s_ids'], attention_mask=b['s_mask']).logits[b['pair_b'], b['pair_s']].float()
             sn = obs.s_next.clamp_min(0); g = kd.s_group[sn]
             tok = -torch.log_softmax(sl, -1).gather(-1, sn[:, None]).squeeze(-1)
-            grp = -cell_log_probs(sl, kd.s_group, kd.n_groups, None, 1.0).gather(-1, g[:, None]).squeeze(-1)
+            grp = -group_log_probs(sl, kd.s_group, kd.n_groups).gather(-1, g[:, None]).squeeze(-1)
             t_grp = -torch.logaddexp(gt.gather(-1, g[:, None]).squeeze(-1), torch.where(s_own >= 0, gt[:, -1], -torch.inf))
             t_tok = torch.where(s_own >= 0, -gt[:, -1], t_grp)
             for name, m in (('own cell', (obs.s_next >= 0) & (s_own >= 0)),

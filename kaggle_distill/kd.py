@@ -260,10 +260,10 @@ def make_kd(cfg_loss, student_tok, teacher_tok, student_model=None, teacher_mode
             raise ValueError(f"kd_method 'same_tokenizer' needs one vocabulary, but the student has {n_s:,} ids and the "
                              f"teacher {n_t:,} with different tokens: use 'shared_vocab', 'hybrid', 'uld' or 'projector'")
         return SameTokenizerKD(n_s, n_t, **common)
-    if m in ('shared_vocab', 'hybrid'):
+    if m in ('shared_vocab', 'hybrid', 'uld'):
         s_idx, t_idx = shared_token_pairs(student_tok, teacher_tok)
+        if m == 'uld': return ULDKD(n_s, n_t, **common, s_idx=s_idx, t_idx=t_idx)
         return (SharedVocabKD if m == 'shared_vocab' else HybridKD)(s_idx, t_idx, n_s, n_t, **common)
-    if m == 'uld': return ULDKD(n_s, n_t, **common, **dict(zip(('s_idx', 't_idx'), shared_token_pairs(student_tok, teacher_tok))))
     if common['sample_k'] and m not in ('same_tokenizer', 'shared_vocab'):
         raise ValueError(f"loss.sample_k={cfg_loss.sample_k} works with kd_method 'same_tokenizer' or 'shared_vocab', not {m!r}; set loss.sample_k=0")
     if m == 'projector': return make_projector_kd(cfg_loss, student_tok, teacher_tok, student_model, teacher_model)
