@@ -140,19 +140,24 @@ def run_arm(name: str, overrides: list, args, cache: TeacherCache, seed: int, st
         step += 1; tokens += r.tokens
     wall = time.perf_counter() - t0 + cache.charged
     after = ev()
-    return dict(arm=name, seed=seed, steps=steps, overrides=overrides, wall_s=wall, tokens=tokens, tok_per_s=tokens / wall,
-                skipped=skipped, before=before, after=after, kd_method=cfg.loss.kd_method,
+    return dict(arm=name, seed=seed, steps=steps, corpus=args.corpus, preset=args.preset, overrides=overrides, wall_s=wall,
+                tokens=tokens, tok_per_s=tokens / wall, skipped=skipped, before=before, after=after, kd_method=cfg.loss.kd_method,
                 eval_blocks=len(after['blocks']['bytes']))
 
 
 def bpb_of(ev, who='student'): return ev[who]['bpb']
 
 
+def corpus_of(r: dict) -> str:
+    "The corpus a result was trained and evaluated on (files written before this field existed ran on Shakespeare)."
+    return r.get('corpus', 'shakespeare')
+
+
 def dedup(results: list[dict]) -> list[dict]:
-    "One result per (arm, seed, steps), the first: several saved files may each hold the LM-only run of a seed."
+    "One result per (corpus, arm, seed, steps), the first: several saved files may each hold the LM-only run of a seed."
     seen, out = set(), []
     for r in results:
-        if (k := (r['arm'], r['seed'], r['steps'])) not in seen: seen.add(k); out.append(r)
+        if (k := (corpus_of(r), r['arm'], r['seed'], r['steps'])) not in seen: seen.add(k); out.append(r)
     return out
 
 
@@ -221,8 +226,13 @@ def equal_wall_rows(results: list[dict]) -> list[dict]:
 def fmt_ci(ci): return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ''
 
 
+def arm_order(arm: str, steps: int) -> tuple:
+    "Tables list results by steps, then in the order ARMS names the arms (LM only first)."
+    return steps, list(ARMS).index(arm) if arm in ARMS else len(ARMS)
+
+
 def print_tables(results: list[dict], file=sys.stdout):
-    rows = seed_rows(results)
+    rows = sorted(seed_rows(results), key=lambda r: (r['seed'], *arm_order(r['arm'], r['steps'])))
     p = lambda *a: print(*a, file=file)
     p("\nPer seed (held-out bits/byte, 95 % bootstrap intervals over blocks; vs LM: paired difference on the same blocks)")
     p(f"| seed | arm | steps | before | after | vs LM only | gap closed | kd_shared | top1@conf | wall s | tok/s |")
@@ -236,8 +246,7 @@ def print_tables(results: list[dict], file=sys.stdout):
     p(f"\nOver seeds (teacher {teacher:.3f} bits/byte; vs LM: mean over seeds, interval of per-block differences pooled over seeds)")
     p("| arm | steps | seeds | after (mean ± sd) | vs LM only | seeds won | wall s |")
     p("|---|---|---|---|---|---|---|")
-    order = lambda k: (k[1], list(ARMS).index(k[0]) if k[0] in ARMS else len(ARMS))   # by steps, then as ARMS lists them
-    for (arm, steps), r in sorted(pooled(results).items(), key=lambda kv: order(kv[0])):
+    for (arm, steps), r in sorted(pooled(results).items(), key=lambda kv: arm_order(kv[0][0], kv[0][1])):
         if arm.startswith('lm@wall('): continue
         sd = f" ± {r['after_sd']:.3f}" if r['after_sd'] is not None else ''
         vs = f"{r['vs_lm']:+.3f} {fmt_ci(r['vs_lm_ci'])}" if 'vs_lm' in r else '—'
@@ -271,7 +280,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.report:
         results = dedup([r for f in args.report for r in json.loads(Path(f).read_text())])
-        print_tables(results); return results
+        corpora = list(dict.fromkeys(map(corpus_of, results)))
+        for c in corpora:
+            if len(corpora) > 1: print(f"\n## corpus: {c}")
+            print_tables([r for r in results if corpus_of(r) == c])
+        return results
     torch.set_num_threads(args.threads)
     arms = {}
     for a in args.arms:

@@ -1,0 +1,69 @@
+"""The README's "Does distillation pay?" tables are printed from the result files in `bench/results/` by
+`python bench/kd_vs_lm.py --report`: run that command the way a reader would, check the figures the README
+quotes, and check the claim itself (every KD arm under LM only at equal steps, the default by at least 0.10)
+on the saved per-block numbers. Also `bench/code_corpus.py`, which makes the code corpus of those tables."""
+import importlib.util, json, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = sorted((ROOT / 'bench' / 'results').glob('*.json'))
+
+
+def bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / 'bench' / f'{name}.py')
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    return m
+
+
+@pytest.fixture(scope='module')
+def report() -> str:
+    p = subprocess.run([sys.executable, 'bench/kd_vs_lm.py', '--report', *map(str, RESULTS)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_report_prints_the_readme_figures(report):
+    readme = (ROOT / 'README.md').read_text()
+    for line in ['| default | 100 | 3 | 2.766 ± 0.029 | -0.104 [-0.108, -0.100] | 3/3 |',     # Shakespeare, 100 steps
+                 '| shared_vocab | 100 | 3 | 2.769 ± 0.043 | -0.101 [-0.106, -0.096] | 3/3 |',
+                 '| projector | 100 | 3 | 2.766 ± 0.020 | -0.104 [-0.109, -0.099] | 3/3 |',
+                 '| uld | 100 | 3 | 2.825 ± 0.031 | -0.045 [-0.049, -0.042] | 3/3 |',
+                 '| retok_kd_only | 100 | 3 | 2.839 ± 0.047 | -0.031 [-0.038, -0.024] | 3/3 |',
+                 '| default | 300 | 1 | 2.416 | -0.143 [-0.151, -0.136] | 1/1 |',
+                 '| default | 100 | 3 | 2.822 ± 0.016 | -0.047 [-0.056, -0.039] | 3/3 |',        # Python source
+                 '| 0 | default | 100 | 2.777 | 863 | 552 | 2.365 | 542 | +0.411 [0.389, 0.435] |']:   # equal wall time
+        assert line in report, line
+    for quoted in ['−0.104 [−0.108, −0.100]', '−0.101 [−0.106, −0.096]', '−0.104 [−0.109, −0.099]', '−0.045 [−0.049, −0.042]', '−0.031 [−0.038, −0.024]', '−0.143 [−0.151, −0.136]',
+                   '−0.047 [−0.056, −0.039]', '+0.411 [0.389, 0.435]']:
+        assert quoted in readme, quoted
+
+
+def test_every_kd_arm_beats_lm_only_at_equal_steps():
+    kd = bench_module('kd_vs_lm')
+    results = kd.dedup([r for f in RESULTS for r in json.loads(f.read_text())])
+    shakespeare = [r for r in results if kd.corpus_of(r) == 'shakespeare']
+    pooled = kd.pooled(shakespeare)
+    arms = {(a, s): r for (a, s), r in pooled.items() if a != 'lm' and not a.startswith('lm@wall(')}
+    assert {a for a, s in arms if s == 100} >= {'default', 'shared_vocab', 'hybrid', 'uld', 'projector', 'retok_kd_only'}
+    assert {a for a, s in arms if s == 300} >= {'default', 'retok', 'shared_vocab', 'hybrid', 'uld', 'projector', 'retok_kd_only'}
+    for (arm, steps), r in arms.items():
+        assert r['vs_lm'] < 0 and r['vs_lm_ci'][1] < 0, (arm, steps, r)       # under LM only, interval excludes 0
+        assert r['wins'] == len(r['vs_lm_seeds']), (arm, steps)
+    d = pooled['default', 100]
+    assert d['seeds'] == 3 and max(d['vs_lm_seeds']) <= -0.10 + 5e-4 and d['vs_lm_ci'][1] < -0.095
+
+
+def test_code_corpus(tmp_path):
+    out = tmp_path / 'code.jsonl'
+    run = lambda: subprocess.run([sys.executable, 'bench/code_corpus.py', str(out), '--max-chars', '20000'], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=120)
+    p = run()
+    assert p.returncode == 0, p.stderr
+    docs = [json.loads(l)['text'] for l in out.read_text().splitlines()]
+    assert docs and sum(map(len, docs)) >= 20000 and all(d.strip() for d in docs)
+    before = out.read_text()
+    p = run()                                                                  # an existing file is refused, untouched
+    assert p.returncode != 0 and 'exists' in p.stderr and out.read_text() == before
