@@ -29,6 +29,8 @@ def test_report_prints_the_readme_figures(report):
     readme = (ROOT / 'README.md').read_text()
     for line in ['| default | 100 | 3 | 2.766 ± 0.029 | -0.104 [-0.108, -0.100] | 3/3 |',     # Shakespeare, 100 steps
                  '| shared_vocab | 100 | 3 | 2.769 ± 0.043 | -0.101 [-0.106, -0.096] | 3/3 |',
+                 '| retok | 100 | 3 | 2.767 ± 0.031 | -0.103 [-0.107, -0.099] | 3/3 |',
+                 '| hybrid | 100 | 3 | 2.766 ± 0.019 | -0.104 [-0.108, -0.099] | 3/3 |',
                  '| projector | 100 | 3 | 2.766 ± 0.020 | -0.104 [-0.109, -0.099] | 3/3 |',
                  '| uld | 100 | 3 | 2.825 ± 0.031 | -0.045 [-0.049, -0.042] | 3/3 |',
                  '| retok_kd_only | 100 | 3 | 2.839 ± 0.047 | -0.031 [-0.038, -0.024] | 3/3 |',
@@ -47,7 +49,8 @@ def test_every_kd_arm_beats_lm_only_at_equal_steps():
     shakespeare = [r for r in results if kd.corpus_of(r) == 'shakespeare']
     pooled = kd.pooled(shakespeare)
     arms = {(a, s): r for (a, s), r in pooled.items() if a != 'lm' and not a.startswith('lm@wall(')}
-    assert {a for a, s in arms if s == 100} >= {'default', 'shared_vocab', 'hybrid', 'uld', 'projector', 'retok_kd_only'}
+    assert {a for a, s in arms if s == 100} >= {'default', 'retok', 'shared_vocab', 'hybrid', 'uld', 'projector', 'retok_kd_only'}
+    assert all(r['seeds'] == 3 for (a, s), r in arms.items() if s == 100)             # every method on 3 seeds
     assert {a for a, s in arms if s == 300} >= {'default', 'retok', 'shared_vocab', 'hybrid', 'uld', 'projector', 'retok_kd_only'}
     for (arm, steps), r in arms.items():
         assert r['vs_lm'] < 0 and r['vs_lm_ci'][1] < 0, (arm, steps, r)       # under LM only, interval excludes 0
