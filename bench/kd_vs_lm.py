@@ -208,12 +208,13 @@ def pooled(results: list[dict]) -> dict:
 
 
 def equal_wall_rows(results: list[dict]) -> list[dict]:
-    """Per `lm@wall(ARM)` run: ARM's run of the same seed against LM only trained for as long (paired per block)."""
+    """Per LM-only run timed on an arm (`wall_of`: that arm's name and steps): the arm's run of the same seed against
+    it, paired per block."""
     from kaggle_distill.evaluate import bpb_interval
     out = []
-    for w in (r for r in results if r['arm'].startswith('lm@wall(')):
-        ref_arm = w['arm'][len('lm@wall('):-1]
-        ref = next((r for r in results if r['arm'] == ref_arm and r['seed'] == w['seed'] and abs(r['wall_s'] - w['wall_s']) < 0.5 * r['wall_s']), None)
+    for w in (r for r in results if 'wall_of' in r):
+        ref_arm, ref_steps = w['wall_of']['arm'], w['wall_of']['steps']
+        ref = next((r for r in results if (r['arm'], r['seed'], r['steps']) == (ref_arm, w['seed'], ref_steps)), None)
         if ref is None or ref['after']['blocks']['bytes'] != w['after']['blocks']['bytes']: continue
         out.append(dict(seed=w['seed'], arm=ref_arm, steps=ref['steps'], after=bpb_of(ref['after']), wall_s=ref['wall_s'],
                         lm_steps=w['steps'], lm_after=bpb_of(w['after']), lm_wall_s=w['wall_s'],
@@ -246,7 +247,7 @@ def print_tables(results: list[dict], file=sys.stdout):
     p(f"\nOver seeds (teacher {teacher:.3f} bits/byte; vs LM: mean over seeds, interval of per-block differences pooled over seeds)")
     p("| arm | steps | seeds | after (mean ± sd) | vs LM only | seeds won | wall s |")
     p("|---|---|---|---|---|---|---|")
-    for (arm, steps), r in sorted(pooled(results).items(), key=lambda kv: arm_order(kv[0][0], kv[0][1])):
+    for (arm, steps), r in sorted(pooled(results).items(), key=lambda kv: arm_order(*kv[0])):
         if arm.startswith('lm@wall('): continue
         sd = f" ± {r['after_sd']:.3f}" if r['after_sd'] is not None else ''
         vs = f"{r['vs_lm']:+.3f} {fmt_ci(r['vs_lm_ci'])}" if 'vs_lm' in r else '—'
@@ -305,6 +306,7 @@ def main(argv=None):
             lm = next(r for r in results if r['seed'] == seed and r['arm'] == 'lm')
             n = max(1, round(args.steps * ref['wall_s'] / lm['wall_s']))
             r = run_arm(f'lm@wall({args.equal_wall})', ARMS['lm'], args, cache, seed, n, want_before=False)
+            r['wall_of'] = dict(arm=args.equal_wall, steps=args.steps)     # the run whose wall time it was given
             results.append(r)
             print(f"seed {seed} LM only for {n} steps ({r['wall_s']:.0f} s, as long as {args.equal_wall}): {bpb_of(r['after']):.3f}", flush=True)
             if args.out: Path(args.out).write_text(json.dumps(results))
