@@ -6,15 +6,14 @@
 from __future__ import annotations
 import argparse, os, sys
 from pathlib import Path
-from .config import ConfigError, PRESETS, load_config, describe
+from .config import ConfigError, EXIT_CODES, PRESETS, load_config, describe
 from .data import DataError
 from .assets import AssetMissing
 
 # %% auto #0
-__all__ = ['EXIT_CODES', 'DEBUG_ENV', 'EXIT_HELP', 'KEYS_HELP', 'train_status', 'make_parser', 'main']
+__all__ = ['DEBUG_ENV', 'EXIT_HELP', 'KEYS_HELP', 'train_status', 'make_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #474cfd89
-EXIT_CODES = {'finished': 0, 'internal error': 1, 'bad input': 2, 'paused': 3, 'failed': 4}
 DEBUG_ENV = 'KAGGLE_DISTILL_DEBUG'   # set to 1 to see the traceback of bad-input errors (as --debug does)
 
 EXIT_HELP = """exit status:
@@ -86,7 +85,8 @@ def main(argv=None) -> int:
     debug = args.debug or os.environ.get(DEBUG_ENV, '') not in ('', '0')
     try:
         if args.cmd in ('train', 'config'):
-            cfg = load_config(args.preset, args.config, args.overrides)
+            from kaggle_distill.models import check_models_config
+            cfg = check_models_config(load_config(args.preset, args.config, args.overrides))
             if args.cmd == 'config':
                 print('\n'.join(describe(cfg))); return 0
             from kaggle_distill.trainer import train

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DTYPES', 'LOSS_NAMES', 'KD_METHODS', 'DIVERGENCES', 'DEMO_STUDENT', 'REFERENCE_TEACHER_ID', 'REFERENCE_STUDENT_ID',
-           'PRESETS', 'fld', 'Schedule', 'ModelSpec', 'DataConfig', 'default_weights', 'LossConfig', 'TrainConfig',
-           'Config', 'ConfigError', 'from_dict', 'parse_override', 'read_config_file', 'load_config', 'to_dict',
-           'check_vocab', 'format_schedule', 'describe']
+__all__ = ['DTYPES', 'LOSS_NAMES', 'KD_METHODS', 'DIVERGENCES', 'DEMO_STUDENT', 'EXIT_CODES', 'REFERENCE_TEACHER_ID',
+           'REFERENCE_STUDENT_ID', 'PRESETS', 'fld', 'Schedule', 'ModelSpec', 'DataConfig', 'default_weights',
+           'LossConfig', 'TrainConfig', 'Config', 'ConfigError', 'from_dict', 'parse_override', 'read_config_file',
+           'load_config', 'to_dict', 'check_vocab', 'format_schedule', 'describe']
 
 # %% ../nbs/00_config.ipynb #bfe5566f
 def fld(default=None, *, lo=None, hi=None, lo_open=False, choices=None, doc='', factory=None):
@@ -141,6 +141,8 @@ class Config:
 # %% ../nbs/00_config.ipynb #db4b2b74
 class ConfigError(ValueError):
     "A configuration problem; the message names every bad key and what is allowed."
+
+EXIT_CODES = {'finished': 0, 'internal error': 1, 'bad input': 2, 'paused': 3, 'failed': 4}   # of `kaggle-distill`, see kaggle_distill.cli
 
 def _suggest(key: str, options) -> str:
     close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
@@ -362,19 +364,16 @@ def _preset_base() -> dict:
     "What a preset is laid over: the defaults of `Config`, with both models and the data at their field defaults (empty)."
     return {**asdict(Config()), 'teacher': asdict(ModelSpec()), 'student': asdict(ModelSpec()), 'data': asdict(DataConfig())}
 
-def load_config(preset: str = 'cpu-demo', files=(), overrides=(), check_models: bool = True) -> Config:
-    """The config of a run: `preset`, then each file (JSON/YAML), then each 'key=value' override, validated; with
-    `check_models`, the `scratch` overrides are checked against each architecture's config class (`kaggle_distill.models.check_scratch`)."""
+def load_config(preset: str = 'cpu-demo', files=(), overrides=()) -> Config:
+    """The config of a run: `preset`, then each file (JSON/YAML), then each 'key=value' override, validated. The
+    `scratch` overrides are checked against each architecture's own config class by `kaggle_distill.models.check_models_config`
+    (the CLI and `train` call it before any model loads)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}{_suggest(preset, PRESETS)}; presets: {', '.join(PRESETS)}")
     data = _merge(_preset_base(), {'preset': preset, **PRESETS[preset]}, Config)
     for f in files: data = _merge(data, read_config_file(f), Config)
     for o in overrides: data = _merge(data, parse_override(o), Config)
-    cfg = from_dict(data)
-    if check_models:
-        from kaggle_distill.models import check_scratch
-        for role in ('teacher', 'student'): check_scratch(getattr(cfg, role), role)
-    return cfg
+    return from_dict(data)
 
 def to_dict(cfg) -> dict:
     "Plain, JSON-able data of a config (round-trips through `from_dict`)."

@@ -129,7 +129,7 @@ def run_logged(cmd: list[str], env=None) -> int:
 # %% ../nbs/40_kaggle.ipynb #dc149541
 def session_outcome(rc: int) -> str:
     "What a session's exit status means: a message for 0 (finished) and 3 (paused); `KaggleSetupError` otherwise."
-    from kaggle_distill.cli import EXIT_CODES
+    from kaggle_distill.config import EXIT_CODES
     meaning = {v: k for k, v in EXIT_CODES.items()}.get(rc, 'internal error')
     if rc == EXIT_CODES['finished']: return 'finished: the report above is the final one'
     if rc == EXIT_CODES['paused']:
@@ -140,7 +140,7 @@ def session_outcome(rc: int) -> str:
 # %% ../nbs/40_kaggle.ipynb #cd1becf7
 def launched_status(rc: int, run_dir, since: float, nproc: int) -> int:
     "The exit status of a session's training: `rc`, or after a torchrun launch (`nproc` > 1) the status of a `summary.json` written since `since`."
-    from kaggle_distill.cli import EXIT_CODES
+    from kaggle_distill.config import EXIT_CODES
     p = Path(run_dir) / 'summary.json'
     if nproc == 1 or rc == 0 or not p.exists() or p.stat().st_mtime < since: return rc
     try: status = json.loads(p.read_text()).get('status')

@@ -14,7 +14,7 @@ from .projector import Projector, init_projector, shared_token_pairs
 
 # %% auto #0
 __all__ = ['KD', 'same_vocabulary', 'SameTokenizerKD', 'SharedVocabKD', 'uld_distance', 'ULDKD', 'HybridKD', 'ProjectorKD',
-           'make_projector_kd', 'make_kd']
+           'make_projector_kd']
 
 # %% ../nbs/14_kd.ipynb #0ad7a2fc
 class KD(nn.Module):
@@ -248,26 +248,3 @@ def make_projector_kd(cfg_loss, student_tok, teacher_tok, student_model, teacher
     else: init_projector(proj, 'shared_pinv', s_head=s_head, t_head=t_head, s_idx=s_idx, t_idx=t_idx)
     return ProjectorKD(proj, s_head_fn, s_idx, t_idx, len(student_tok), len(teacher_tok), cfg_loss.divergence,
                        cfg_loss.beta, cfg_loss.top_k, needs_calibration=(init == 'lstsq'))
-
-# %% ../nbs/14_kd.ipynb #cc0fcd11
-def make_kd(cfg_loss, student_tok, teacher_tok, student_model=None, teacher_model=None) -> KD:
-    "The KD loss module selected by `cfg_loss.kd_method` for these tokenizers (and models, for the projector)."
-    m = cfg_loss.kd_method
-    n_s, n_t = len(student_tok), len(teacher_tok)
-    common = dict(kind=cfg_loss.divergence, beta=cfg_loss.beta, top_k=cfg_loss.top_k, sample_k=getattr(cfg_loss, 'sample_k', 0))
-    if m == 'same_tokenizer':
-        if not same_vocabulary(student_tok, teacher_tok):
-            raise ValueError(f"kd_method 'same_tokenizer' needs one vocabulary, but the student has {n_s:,} ids and the "
-                             f"teacher {n_t:,} with different tokens: use 'shared_vocab', 'hybrid', 'uld' or 'projector'")
-        return SameTokenizerKD(n_s, n_t, **common)
-    if m in ('shared_vocab', 'hybrid', 'uld'):
-        s_idx, t_idx = shared_token_pairs(student_tok, teacher_tok)
-        if m == 'uld': return ULDKD(n_s, n_t, **common, s_idx=s_idx, t_idx=t_idx)
-        return (SharedVocabKD if m == 'shared_vocab' else HybridKD)(s_idx, t_idx, n_s, n_t, **common)
-    if common['sample_k'] and m not in ('same_tokenizer', 'shared_vocab'):
-        raise ValueError(f"loss.sample_k={cfg_loss.sample_k} works with kd_method 'same_tokenizer' or 'shared_vocab', not {m!r}; set loss.sample_k=0")
-    if m == 'projector': return make_projector_kd(cfg_loss, student_tok, teacher_tok, student_model, teacher_model)
-    if m == 'retok':
-        from kaggle_distill.retokenize import make_retok_kd
-        return make_retok_kd(cfg_loss, student_tok, teacher_tok)
-    raise ValueError(f"unknown kd_method {m!r}; use one of 'projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'same_tokenizer'")

@@ -20,7 +20,7 @@ __all__ = ['REFERENCE_STUDENT', 'REFERENCE_TEACHER', 'TEACHER_TOKENIZER_LEN', 'T
            'REFERENCE_CONFIGS', 'model_config', 'count_parameters', 'shrink', 'padded_vocab_size', 'tiny_student',
            'tiny_teacher', 'real_vocab_mask', 'real_logits', 'mask_padded_logits', 'DtypePolicy', 'dtype_policy',
            'progress_quiet', 'slow_phase', 'resolve_dtype', 'scratch_base', 'scratch_config', 'load_model_spec',
-           'check_scratch', 'layer_map', 'paired_hidden_states', 'enable_gradient_checkpointing']
+           'check_scratch', 'check_models_config', 'layer_map', 'paired_hidden_states', 'enable_gradient_checkpointing']
 
 # %% ../nbs/02_models.ipynb #32f8dfc2
 REFERENCE_STUDENT = dict(  # HuggingFaceTB/SmolLM-135M
@@ -244,6 +244,11 @@ def check_scratch(spec, role: str) -> None:
             msg = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
             errors.append(f"{where}: {cls.__name__} cannot be built with {spec.scratch}: {msg}")
     if errors: raise ConfigError('invalid configuration:\n  - ' + '\n  - '.join(errors))
+
+def check_models_config(cfg):
+    "`cfg` (a `Config`) with both models' `scratch` checked by `check_scratch`; `ConfigError` otherwise."
+    for role in ('teacher', 'student'): check_scratch(getattr(cfg, role), role)
+    return cfg
 
 # %% ../nbs/02_models.ipynb #56c7226c
 def layer_map(n_student: int, n_teacher: int) -> list[tuple[int, int]]:

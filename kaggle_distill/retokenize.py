@@ -12,14 +12,14 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 from .alignment import byte_level_alphabet
-from .projector import token_bytes
+from .projector import token_bytes, shared_token_pairs
 from .divergence import ROW_DIVERGENCES, TEMPERATURE_POWER, topk_tail
-from .kd import KD
+from .kd import KD, SameTokenizerKD, SharedVocabKD, ULDKD, HybridKD, make_projector_kd, same_vocabulary
 
 # %% auto #0
 __all__ = ['spell', 'first_tokens', 'RetokMap', 'retok_cache_dir', 'save_retok_map', 'load_retok_map', 'retok_map',
            'coverage_report', 'group_log_probs', 'cell_log_probs', 'Observed', 'observed_next',
-           'continuation_log_probs', 'end_log_probs', 'RetokKD', 'make_retok_kd']
+           'continuation_log_probs', 'end_log_probs', 'RetokKD', 'make_retok_kd', 'make_kd']
 
 # %% ../nbs/15_retokenize.ipynb #3e3b758d
 def spell(texts: list[bytes], tok) -> list[list[int]]:
@@ -315,3 +315,24 @@ def make_retok_kd(cfg_loss, student_tok, teacher_tok) -> RetokKD:
     "A `RetokKD` for these tokenizers and `cfg_loss` (divergence, beta, top_k)."
     return RetokKD(retok_map(student_tok, teacher_tok), len(student_tok), len(teacher_tok), cfg_loss.divergence, cfg_loss.beta, cfg_loss.top_k)
 
+
+# %% ../nbs/15_retokenize.ipynb #cc0fcd11
+def make_kd(cfg_loss, student_tok, teacher_tok, student_model=None, teacher_model=None) -> KD:
+    "The KD loss module selected by `cfg_loss.kd_method` for these tokenizers (and models, for the projector)."
+    m = cfg_loss.kd_method
+    n_s, n_t = len(student_tok), len(teacher_tok)
+    common = dict(kind=cfg_loss.divergence, beta=cfg_loss.beta, top_k=cfg_loss.top_k, sample_k=getattr(cfg_loss, 'sample_k', 0))
+    if m == 'same_tokenizer':
+        if not same_vocabulary(student_tok, teacher_tok):
+            raise ValueError(f"kd_method 'same_tokenizer' needs one vocabulary, but the student has {n_s:,} ids and the "
+                             f"teacher {n_t:,} with different tokens: use 'shared_vocab', 'hybrid', 'uld' or 'projector'")
+        return SameTokenizerKD(n_s, n_t, **common)
+    if m in ('shared_vocab', 'hybrid', 'uld'):
+        s_idx, t_idx = shared_token_pairs(student_tok, teacher_tok)
+        if m == 'uld': return ULDKD(n_s, n_t, **common, s_idx=s_idx, t_idx=t_idx)
+        return (SharedVocabKD if m == 'shared_vocab' else HybridKD)(s_idx, t_idx, n_s, n_t, **common)
+    if common['sample_k'] and m not in ('same_tokenizer', 'shared_vocab'):
+        raise ValueError(f"loss.sample_k={cfg_loss.sample_k} works with kd_method 'same_tokenizer' or 'shared_vocab', not {m!r}; set loss.sample_k=0")
+    if m == 'projector': return make_projector_kd(cfg_loss, student_tok, teacher_tok, student_model, teacher_model)
+    if m == 'retok': return make_retok_kd(cfg_loss, student_tok, teacher_tok)
+    raise ValueError(f"unknown kd_method {m!r}; use one of 'projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'same_tokenizer'")
