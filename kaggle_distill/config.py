@@ -294,7 +294,7 @@ def _merge(base: dict, new: dict, cls=None) -> dict:
         out[k] = v
     return out
 
-REFERENCE_TEACHER_ID = 'huihui-ai/Huihui-MoE-1B-A0.6B'   # Qwen3-MoE, its own Qwen tokenizer
+REFERENCE_TEACHER_ID = 'huihui-ai/Huihui-MoE-1.2B-A0.6B'   # Qwen3-MoE, its own Qwen tokenizer (the id's sources: kaggle_distill/reference/teacher.json)
 REFERENCE_STUDENT_ID = 'HuggingFaceTB/SmolLM-135M'       # Llama, its own SmolLM tokenizer
 
 def _kaggle_preset(data: dict, train: dict) -> dict:
