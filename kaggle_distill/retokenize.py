@@ -18,8 +18,9 @@ from .kd import KD, SameTokenizerKD, SharedVocabKD, ULDKD, HybridKD, make_projec
 
 # %% auto #0
 __all__ = ['spell', 'first_tokens', 'RetokMap', 'retok_cache_dir', 'save_retok_map', 'load_retok_map', 'retok_map',
-           'coverage_report', 'group_log_probs', 'cell_log_probs', 'Observed', 'observed_next',
-           'continuation_log_probs', 'end_log_probs', 'RetokKD', 'make_retok_kd', 'make_kd']
+           'coverage_report', 'group_log_probs', 'cell_log_probs', 'teacher_cell_log_probs', 'teacher_target',
+           'Observed', 'observed_next', 'continuation_log_probs', 'end_log_probs', 'RetokKD', 'make_retok_kd',
+           'make_kd']
 
 # %% ../nbs/15_retokenize.ipynb #3e3b758d
 def spell(texts: list[bytes], tok) -> list[list[int]]:
@@ -181,17 +182,45 @@ def _own_split(x: Tensor, own_g: Tensor, n: int) -> tuple[Tensor, Tensor]:
     whole = torch.logaddexp(rest, own)
     return x[..., :n].scatter(-1, g, whole), torch.cat([own, rest], -1) - whole
 
-def _retok_rows(s: Tensor, t: Tensor, s_own: Tensor, t_own: Tensor, t_keep: Tensor, s_group: Tensor, t_group: Tensor, n: int,
-                kind: str, beta: float, top_k: int, T: float, cells: bool = True) -> Tensor:
+def teacher_cell_log_probs(logits: Tensor, group: Tensor, n_groups: int, own: Tensor | None = None, T: float = 1.0,
+                           keep: Tensor | None = None) -> Tensor:
+    """`cell_log_probs` of logits that need no gradient (the teacher's), reading the `[P, V]` rows as few times as the
+    maths needs: their maximum (one read), `exp((logits - max) / T)` into one buffer (one read and one write, then the
+    exponential in place; the division in place only when `T != 1`), and its sums per group (one read). The own token
+    moves to the last cell in place (`P` elements), and the normaliser is the sum of the cells: no pass of its own."""
+    with torch.no_grad():
+        x = torch.sub(logits, logits.amax(-1, keepdim=True).float())            # float32 out, whatever the logits' dtype
+        if T != 1: x.div_(T)
+        x.exp_()
+        last = x.new_zeros(*x.shape[:-1], 1)
+        if own is not None:
+            has, idx = (own >= 0).unsqueeze(-1), own.clamp_min(0).unsqueeze(-1)
+            at = x.gather(-1, idx)
+            kept, back = (at, torch.zeros_like(at)) if keep is None else (at * keep.unsqueeze(-1).exp(), -at * keep.unsqueeze(-1).expm1())
+            last = torch.where(has, kept, 0.0)
+            x.scatter_(-1, idx, torch.where(has, back, at))                   # the buffer is ours: in place
+        p = torch.cat([x.new_zeros(*x.shape[:-1], n_groups).index_add_(-1, group, x), last], -1)
+        return p.clamp_min(_TINY).log() - p.sum(-1, keepdim=True).log()
+
+def teacher_target(t: Tensor, t_group: Tensor, n: int, T: float, own_g: Tensor | None = None, t_own: Tensor | None = None,
+                   t_keep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """The teacher's side of `_retok_rows`, computed once per chunk: its group log-probabilities `[P, n]` and, with cells
+    (`own_g` given: the observed group of each row), its split of the observed group `[P, 2]` (else None). Without a
+    gradient to carry (the teacher's logits never have one in training) by `teacher_cell_log_probs`, else by `cell_log_probs`."""
+    cells = teacher_cell_log_probs if not (torch.is_grad_enabled() and t.requires_grad) else cell_log_probs
+    if own_g is None: return cells(t, t_group, n, None, T)[..., :n], None
+    return _own_split(cells(t, t_group, n, t_own, T, t_keep), own_g, n)
+
+def _retok_rows(s: Tensor, gt: Tensor, st: Tensor | None, s_own: Tensor, s_group: Tensor, n: int, kind: str, beta: float,
+                top_k: int, T: float) -> Tensor:
     """Per row: T^p · (D(teacher groups || student groups) + D(teacher's split of the observed group || student's)),
-    the second term only on rows with an own cell (`cells=False`: no row has one, the groups alone)."""
-    if not cells:
-        gs, gt = group_log_probs(s, s_group, n, T), group_log_probs(t, t_group, n, T)
+    the second term only on rows with an own cell (`st` None: no row has one, the groups alone). The teacher's side
+    `gt`, `st` comes from `teacher_target`: checkpointing this function recomputes the student's side only."""
+    if st is None:
+        gs = group_log_probs(s, s_group, n, T)
         if 0 < top_k < n: gt, gs = topk_tail(gt, gs, top_k)
         return ROW_DIVERGENCES[kind](gt, gs, beta) * T ** TEMPERATURE_POWER[kind]
-    gs, gt = cell_log_probs(s, s_group, n, s_own, T), cell_log_probs(t, t_group, n, t_own, T, t_keep)
-    own_g = s_group[s_own.clamp_min(0)]
-    (gs, ss), (gt, st) = _own_split(gs, own_g, n), _own_split(gt, own_g, n)
+    gs, ss = _own_split(cell_log_probs(s, s_group, n, s_own, T), s_group[s_own.clamp_min(0)], n)
     split = torch.where(s_own >= 0, ROW_DIVERGENCES[kind](st, ss, beta), 0.0)
     if 0 < top_k < n: gt, gs = topk_tail(gt, gs, top_k)
     return (ROW_DIVERGENCES[kind](gt, gs, beta) + split) * T ** TEMPERATURE_POWER[kind]
@@ -301,13 +330,17 @@ class RetokKD(KD):
         none = torch.full((len(s),), -1, dtype=torch.long, device=s.device)
         s_own, t_own = self.own_cells(*(x.to(s.device) for x in next_ids[:2])) if next_ids is not None else (none, none)
         t_keep = next_ids[2].to(t.device).float() if next_ids is not None else torch.zeros(len(s), device=t.device)
-        args = (self.s_group, self.t_group, self.n_groups, self.kind, self.beta, self.top_k, float(temperature), next_ids is not None)
+        T, n, cells = float(temperature), self.n_groups, next_ids is not None
+        own_g = self.s_group[s_own.clamp_min(0)] if cells else None
         grad = torch.is_grad_enabled() and (s.requires_grad or t.requires_grad)
         with torch.autocast(s.device.type, enabled=False):
             rows = []
             for i in range(0, len(s), chunk_size):
-                a = (s[i:i + chunk_size], t[i:i + chunk_size], s_own[i:i + chunk_size], t_own[i:i + chunk_size].to(t.device),
-                     t_keep[i:i + chunk_size], *args)
+                c = slice(i, i + chunk_size)
+                gt, st = teacher_target(t[c], self.t_group.to(t.device), n, T, *((own_g[c].to(t.device), t_own[c].to(t.device), t_keep[c])
+                                                                              if cells else ()))
+                a = (s[c], gt.to(s.device), None if st is None else st.to(s.device), s_own[c], self.s_group, n, self.kind, self.beta,
+                     self.top_k, T)
                 rows.append(checkpoint(_retok_rows, *a, use_reentrant=False) if grad else _retok_rows(*a))
         return torch.cat(rows).mean()
 

@@ -47,6 +47,7 @@ class Run:
     eval_batches: list                  # held-out batches, built once
     data_stats: dict
     ema: EMA | None = None              # moving average of the student's weights (train.ema > 0)
+    teacher_check: Any = None           # what `models.guard_teacher_precision` found on the first batch and did (fp16 fallback)
 
     @property
     def total(self) -> int: return self.cfg.train.steps
@@ -71,6 +72,9 @@ def build_run(cfg: Config) -> Run:
                                                      search=tc.resume_from)
     torch.manual_seed(tc.seed)
     teacher = load_model_spec(cfg.teacher, 'teacher', t_device, t_tok, seed=tc.seed)
+    from kaggle_distill.models import guard_teacher_precision   # finite logits and a sane NLL on real text, else float32 where fp16 overflows
+    t_check = guard_teacher_precision(teacher, [next(iter(make_loader(train_blocks, tc.batch_size, s_tok, t_tok, seed=tc.seed)))],
+                                      len(t_tok), dtype_policy(device).autocast)
     student = load_model_spec(cfg.student, 'student', device, s_tok, seed=tc.seed)
     if _on(cfg, 'router') and not getattr(student.config, 'num_experts', None):
         raise ConfigError("loss.weights.router is on but the student has no router (it is not a mixture of experts); "
@@ -94,7 +98,7 @@ def build_run(cfg: Config) -> Run:
     policy = dtype_policy(device)
     return Run(cfg, device, t_device, policy.autocast, s_tok, t_tok, teacher, student, kd, aux, curriculum,
                CombinedLoss(curriculum, adaptive=cfg.loss.adaptive).to(device), loader, eval_batches, stats,
-               EMA(student, tc.ema) if tc.ema > 0 else None)
+               EMA(student, tc.ema) if tc.ema > 0 else None, t_check)
 
 # %% ../nbs/20_trainer.ipynb #09a3cd4b
 def _to(batch: dict, device) -> dict:
@@ -403,7 +407,7 @@ def finish(run: Run, st: TrainState, last_eval, paused: str | None) -> dict:
         if (pt := getattr(run, 'phase_timer', None)): pt.add('eval', t1 - t0); pt.add('save', time.perf_counter() - t1)
     summary = {**st.summary, 'status': status, 'config': to_dict(run.cfg), 'wall_s': round(st.elapsed_s, 1), 'steps': st.step,
                'total_steps': run.total, 'tokens': st.tokens, 'skipped': st.skipped, 'stopped': st.stopped, 'paused': paused,
-               'data': run.data_stats,
+               'data': run.data_stats, 'teacher_precision': vars(run.teacher_check) if run.teacher_check else None,
                'time_s': time_split(run)}
     if status == 'paused': summary['resume'] = resume_hint(run_dir)
     (run_dir / 'summary.json').write_text(json.dumps(summary, indent=1))
