@@ -242,15 +242,15 @@ def bench_retok(a) -> dict:
     from kaggle_distill.retokenize import RetokKD, retok_map
     s_tok, t_tok = load_tokenizer('smollm'), load_tokenizer('qwen')
     rmap = retok_map(s_tok, t_tok)
-    Vs, Vt, P = len(s_tok), len(t_tok), 1344
+    Vs, Vt, P, dev = len(s_tok), len(t_tok), 1344, torch.device(a.device)
     g = torch.Generator().manual_seed(0)
-    s0, t0 = torch.randn(P, Vs, generator=g) * 2, torch.randn(P, Vt, generator=g) * 2
+    s0, t0 = (torch.randn(P, Vs, generator=g) * 2).to(dev), (torch.randn(P, Vt, generator=g) * 2).to(dev)
     s_next = torch.randint(0, Vs, (P,), generator=g)
     t_next = torch.tensor([int(torch.nonzero(rmap.t_group == rmap.s_group[i]).flatten()[0]) if (rmap.t_group == rmap.s_group[i]).any()
                            else -1 for i in s_next.tolist()])                  # a teacher token of the same group: the cell applies
-    keep = -torch.rand(P, generator=g)
-    mods = {'after': RetokKD(rmap, Vs, Vt)}
-    if a.before: mods['before'] = load_before(a.before).RetokKD(rmap, Vs, Vt)
+    s_next, t_next, keep = s_next.to(dev), t_next.to(dev), (-torch.rand(P, generator=g)).to(dev)
+    mods = {'after': RetokKD(rmap, Vs, Vt).to(dev)}
+    if a.before: mods['before'] = load_before(a.before).RetokKD(rmap, Vs, Vt).to(dev)
     res = {}
     for case, nxt in (('groups', None), ('cells', (s_next, t_next, keep))):
         def arm(kd):
@@ -267,7 +267,7 @@ def bench_retok(a) -> dict:
             diff = {'loss': abs(float(la) - float(lb)), 'grad': float((sa.grad - sb.grad).abs().max())}
             print(f"retok {case}: |loss after - before| {diff['loss']:.2e}, max |grad after - before| {diff['grad']:.2e}")
         else: diff = None
-        s = summary(interleave(arms, torch.device('cpu'), a.repeats))
+        s = summary(interleave(arms, dev, a.repeats))
         moved = {n: {k: v / P for k, v in vocab_bytes(f, {'teacher': Vt, 'student': Vs}).items()} for n, f in arms.items()}
         print_table(f'retok KD ({case}), {P} pairs x {Vs:,} -> {Vt:,}, float32, forward + backward', s)
         for n, m in moved.items():

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from . import assets
-from .config import REFERENCE_STUDENT_ID, REFERENCE_TEACHER_ID
+from .config import REFERENCE_STUDENT_ID, REFERENCE_TEACHER_ID, reference_file
 if TYPE_CHECKING: from transformers import LlamaForCausalLM, PreTrainedModel, Qwen3MoeForCausalLM
 
 # %% auto #0
 __all__ = ['REFERENCE_STUDENT', 'REFERENCE_TEACHER', 'TEACHER_TOKENIZER_LEN', 'TINY_STUDENT', 'TINY_TEACHER', 'ARCHITECTURES',
-           'REFERENCE_CONFIGS', 'FP16_MAX', 'FP32_RESERVE_BYTES', 'reference_file', 'model_config', 'count_parameters',
+           'REFERENCE_CONFIGS', 'FP16_MAX', 'FP32_RESERVE_BYTES', 'model_config', 'count_parameters',
            'active_parameters', 'shrink', 'padded_vocab_size', 'tiny_student', 'tiny_teacher', 'real_vocab_mask',
            'real_logits', 'mask_padded_logits', 'DtypePolicy', 'dtype_policy', 'progress_quiet', 'slow_phase',
            'resolve_dtype', 'scratch_base', 'scratch_config', 'load_model_spec', 'check_scratch', 'check_models_config',
@@ -25,14 +25,6 @@ __all__ = ['REFERENCE_STUDENT', 'REFERENCE_TEACHER', 'TEACHER_TOKENIZER_LEN', 'T
            'TeacherCheck', 'decoder_layers', 'teacher_health', 'upcast_from', 'guard_teacher_precision']
 
 # %% ../nbs/02_models.ipynb #32f8dfc2
-import json
-from importlib.resources import files
-
-def reference_file(role: str) -> dict:
-    "The shipped description of the reference `role` ('teacher' or 'student'): hub id, sources, published numbers, `config`."
-    if role not in ('teacher', 'student'): raise ValueError(f"role must be 'teacher' or 'student', not {role!r}")
-    return json.loads((files('kaggle_distill') / 'reference' / f'{role}.json').read_text(encoding='utf-8'))
-
 REFERENCE_STUDENT = reference_file('student')['config']     # HuggingFaceTB/SmolLM-135M
 REFERENCE_TEACHER = reference_file('teacher')['config']     # huihui-ai/Huihui-MoE-1.2B-A0.6B (Qwen3-MoE)
 

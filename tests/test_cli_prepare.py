@@ -54,6 +54,8 @@ def test_wheel_version_names_the_commit(prepared):
                 f'kaggle kernels push -p {out / "kernel"}', 'kaggle kernels output someone/kaggle-distill'):
         assert cmd in text, cmd
     assert re.search(r't4: .* \d+ session\(s\)', text) and 'estimate' in text
+    assert text.index('  t4x2: ') < text.index('  t4: ') < text.index('  p100: ')           # two T4s first
+    assert 'of the fp16 peak' in text.split('  t4x2: ')[1].splitlines()[0]                 # no session measured yet: the model
 
 
 def test_metadata_names_the_wheel_dataset_and_the_kernels_own_output(prepared):
@@ -62,7 +64,7 @@ def test_metadata_names_the_wheel_dataset_and_the_kernels_own_output(prepared):
     k = json.loads((out / 'kernel' / 'kernel-metadata.json').read_text())
     assert d['id'] == 'someone/kaggle-distill-wheel'
     assert k['dataset_sources'] == [d['id']] and k['kernel_sources'] == [k['id']] == ['someone/kaggle-distill']
-    assert 'machine_shape' not in k and k['enable_gpu'] is True
+    assert k['machine_shape'] == 'NvidiaTeslaT4' and k['enable_gpu'] is True          # two T4s, stated (the client: "GPU T4 x2")
     nb = json.loads((out / 'kernel' / k['code_file']).read_text())
     assert nb == json.loads((REPO / 'kaggle_kernels' / 'distill.ipynb').read_text())   # no --preset: the kernel as shipped
 
@@ -100,3 +102,23 @@ def test_prepare_with_a_preset_pins_it_in_an_injected_parameters_cell(tmp_path):
     assert "preset = 'p100'" in cell['source'] and 'p100: ' in text
     with pytest.raises(Exception, match='unknown preset'): prepare_kaggle('someone', tmp_path / 'x', preset='p1OO', repo=REPO)
     with pytest.raises(Exception, match='not a Kaggle user name'): prepare_kaggle('some one', tmp_path / 'y', repo=REPO)
+
+
+def test_prepare_keeps_what_it_did_not_write_and_reads_a_measured_throughput(tmp_path):
+    "A second prepare replaces its own files only: the fetched output (and anything else) stays, and its measured tokens/s is used."
+    from kaggle_distill.kaggle import prepare_kaggle
+    out = tmp_path / 'up'
+    prepare_kaggle('someone', out, repo=REPO)
+    run = out / 'output' / 'run'; run.mkdir(parents=True)                  # what `kaggle kernels output ... -p up/output` fetched
+    hw = {'processes': 2, 'device_type': 'cuda', 'device_names': ['Tesla T4', 'Tesla T4'], 'teacher_dtype': 'float16',
+          'student_dtype': 'float32', 'autocast': 'float16', 'tokens_per_s': 6543.0, 'peak_memory_gb': 8.7}
+    cfg = {'teacher': {'name': 'huihui-ai/Huihui-MoE-1.2B-A0.6B'}, 'student': {'name': 'HuggingFaceTB/SmolLM-135M'}, 'data': {'max_length': 384}}
+    (run / 'summary.json').write_text(json.dumps({'status': 'paused', 'config': cfg, 'hardware': hw}))
+    (out / 'notes.txt').write_text('mine')
+    (out / 'dataset' / 'kaggle_distill-0.0.1-py3-none-any.whl').write_text('an older wheel')
+    text = prepare_kaggle('someone', out, repo=REPO)
+    assert (run / 'summary.json').exists() and (out / 'notes.txt').read_text() == 'mine'
+    assert len(list((out / 'dataset').glob('kaggle_distill-*.whl'))) == 1                  # the kernel installs exactly one
+    line = text.split('  t4x2: ')[1].splitlines()[0]
+    assert '6,543 tokens/s' in line and f"measured by the session in {run / 'summary.json'} on 2 x Tesla T4" in line, line
+    assert 'of the fp16 peak' in text.split('  t4: ')[1].splitlines()[0]                   # one T4: not measured, modelled
