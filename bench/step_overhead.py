@@ -268,11 +268,15 @@ def bench_retok(a) -> dict:
             print(f"retok {case}: |loss after - before| {diff['loss']:.2e}, max |grad after - before| {diff['grad']:.2e}")
         else: diff = None
         s = summary(interleave(arms, dev, a.repeats))
-        moved = {n: {k: v / P for k, v in vocab_bytes(f, {'teacher': Vt, 'student': Vs}).items()} for n, f in arms.items()}
-        print_table(f'retok KD ({case}), {P} pairs x {Vs:,} -> {Vt:,}, float32, forward + backward', s)
+        G = rmap.n_groups
+        moved = {n: {k: v / P for k, v in vocab_bytes(f, {'teacher': Vt, 'student': Vs, 'groups': G, 'cells': G + 1}).items()}
+                 for n, f in arms.items()}
+        print_table(f'retok KD ({case}), {P} pairs x {Vs:,} -> {Vt:,} ({G:,} groups), float32, forward + backward', s)
         for n, m in moved.items():
-            print(f"  {n}: {m['teacher'] / 1e6:.2f} MB over the teacher's rows, {m['student'] / 1e6:.2f} MB over the student's, per aligned pair "
-                  f"({m['teacher'] / (Vt * 4):.1f} and {m['student'] / (Vs * 4):.1f} row passes)")
+            m['group space'] = m.pop('groups') + m.pop('cells')
+            print(f"  {n}: per aligned pair {m['teacher'] / 1e6:.2f} MB over the teacher's rows, {m['student'] / 1e6:.2f} MB over the "
+                  f"student's, {m['group space'] / 1e6:.2f} MB in group space ({m['teacher'] / (Vt * 4):.1f}, {m['student'] / (Vs * 4):.1f} "
+                  f"and {m['group space'] / (G * 4):.1f} row passes); {sum(m.values()) / 1e6:.2f} MB in all")
         r = ratios(s, {'after / before': (['after'], ['before'])}) if 'before' in arms else {}
         for label, v in r.items(): print(f"  {label}: cpu {v['cpu']:.3f}, wall {v['wall']:.3f}")
         res[case] = {'summary': s, 'bytes_per_pair': moved, 'ratios': r, 'equal': diff}

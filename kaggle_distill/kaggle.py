@@ -354,7 +354,7 @@ def session_estimate(cfg, gpu: str, tokens_per_s: float | None = None, measured_
         except ValueError as e:
             return {'gpu': gpu, 'tokens': tokens, 'tokens_per_s': None, 'sessions': None, 'source': None,
                     'text': f'{tokens / 1e6:.1f} M tokens; no estimate on {gpu}: {e}'}
-        tokens_per_s, how, source = th['tokens_per_s'], th['text'].split(' tokens/s ', 1)[1].strip('()'), 'model'
+        tokens_per_s, how, source = th['tokens_per_s'], th['basis'], 'model'
     budget = tc.time_budget_s or 12 * 3600
     first, later = budget - SETUP_ESTIMATE_S['first'], budget - SETUP_ESTIMATE_S['later']
     train_s = tokens / tokens_per_s
