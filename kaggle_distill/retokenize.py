@@ -240,9 +240,9 @@ def _retok_rows(s: Tensor, gt: Tensor, st: Tensor | None, s_own: Tensor, s_group
     return _cell_rows(cell_log_probs(s, s_group, n, s_own if st is not None else None, T), gt, st, s_own, s_group, n, kind, beta, top_k, T)
 
 def _fused_chunk(s: Tensor, gt: Tensor, st: Tensor | None, s_own: Tensor, s_group: Tensor, n: int, kind: str, beta: float,
-                 top_k: int, T: float, out: Tensor) -> Tensor:
+                 top_k: int, T: float, out: Tensor) -> tuple[Tensor, Tensor]:
     """`_retok_rows` of one chunk, and into `out` (`[P, V]` float32) its gradient with respect to the student's logits
-    `s`. In cell space autograd gives `g`, the gradient of the rows with respect to the student's cell log-probabilities
+    `s` (returned too). Forward KL over the groups alone (the presets: LM on, no top-k) is in closed form throughout. In cell space autograd gives `g`, the gradient of the rows with respect to the student's cell log-probabilities
     (`[P, G+1]`); through the cells, logit v gets `x_v / T · (g_c m_c / p_c - Σ_c' g_c' m_c' / S)`: c the cell of v, `p_c`
     its unnormalised mass (`_exp_cells`), `S` their sum, `m_c` 0 where a cell is clamped at float32's tiny (`clamp_min`
     passes no gradient there). Over the `[P, V]` rows: the passes of `_exp_cells`, one write and one multiply."""
@@ -250,6 +250,14 @@ def _fused_chunk(s: Tensor, gt: Tensor, st: Tensor | None, s_own: Tensor, s_grou
     with torch.no_grad():
         x, p = _exp_cells(s, s_group, n, own, T)
         S = p.sum(-1, keepdim=True)
+        if kind == 'forward_kl' and st is None and not 0 < top_k < n:        # the presets' case, in closed form: no autograd
+            pn = p[:, :n]                                                    # T^2 KL(teacher groups || student groups) and
+            gs = pn.clamp_min(_TINY).log_().sub_(S.log())                    # its gradient -T^2 p_t with respect to log q
+            pt = gt.exp()
+            rows = torch.linalg.vecdot(pt, torch.where(pt > 0, gt - gs, 0.0)) * T ** 2
+            g = torch.where((pt > 0) & (pn > _TINY), pt, 0.0).mul_(-T ** 2)
+            coef = (g / pn.clamp_min(_TINY) - g.sum(-1, keepdim=True) / S).div_(T)
+            return rows, torch.index_select(coef, -1, s_group, out=out).mul_(x)
     with torch.enable_grad():
         gs = (p.clamp_min(_TINY).log() - S.log()).requires_grad_()
         rows = _cell_rows(gs, gt, st, s_own, s_group, n, kind, beta, top_k, T)
@@ -262,7 +270,7 @@ def _fused_chunk(s: Tensor, gt: Tensor, st: Tensor | None, s_own: Tensor, s_grou
             has, idx = (own >= 0).unsqueeze(-1), own.clamp_min(0).unsqueeze(-1)
             out.scatter_(-1, idx, torch.where(has, coef[:, n:], out.gather(-1, idx)))
         out.mul_(x)
-    return rows.detach()
+    return rows.detach(), out
 
 class _FusedRetokRows(torch.autograd.Function):
     """The retok rows of all `chunk`s, their gradient with respect to the student's logits computed in the same pass into
@@ -277,7 +285,7 @@ class _FusedRetokRows(torch.autograd.Function):
             own_t = (s_group[s_own[c].clamp_min(0)].to(t.device), t_own[c].to(t.device), t_keep[c]) if cells else ()
             gt, st = teacher_target(t[c], t_group.to(t.device), n, T, *own_t)
             rows[c] = _fused_chunk(s[c], gt.to(s.device), None if st is None else st.to(s.device), s_own[c], s_group, n, kind, beta,
-                                   top_k, T, grad[c])
+                                   top_k, T, grad[c])[0]
         ctx.grad, ctx.dtype = grad, s.dtype
         return rows
 
