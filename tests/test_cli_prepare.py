@@ -49,6 +49,9 @@ def test_wheel_version_names_the_commit(prepared):
         assert f'__version__ = "{version}"' in z.read('kaggle_distill/__init__.py').decode()
         assert f'Version: {version}' in z.read(f'kaggle_distill-{version}.dist-info/METADATA').decode()
         assert 'kaggle_distill/kaggle.py' in z.namelist()
+        for role in ('teacher', 'student'):                                           # the reference pair's files ship (package data)
+            ref = json.loads(z.read(f'kaggle_distill/reference/{role}.json'))
+            assert ref['config']['model_type'] in ('qwen3_moe', 'llama') and ref['sources']
     assert 'version = 0.1.0\n' in (REPO / 'settings.ini').read_text()          # the checkout is untouched
     for cmd in (f'kaggle datasets create -p {out / "dataset"}', f'kaggle datasets version -p {out / "dataset"}',
                 f'kaggle kernels push -p {out / "kernel"}', 'kaggle kernels output someone/kaggle-distill'):
