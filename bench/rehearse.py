@@ -106,8 +106,10 @@ def main(argv=None):
     p.add_argument('--max-docs', type=int, default=60, help='documents of the shipped text to pack (enough for a few steps)')
     p.add_argument('--eval-blocks', type=int, help='held-out blocks of the evaluation (default: one micro-batch)')
     p.add_argument('--keep', type=Path, help='run in this new folder and keep it (default: a temporary folder, removed)')
+    p.add_argument('--compare', type=Path, help="no run: this tree's memory model against a saved CPU rehearsal's JSON (--json writes the update)")
     p.add_argument('overrides', nargs='*', help='key=value settings over the rehearsal config')
     a = p.parse_args(argv)
+    if a.compare: return compare_saved(a.compare, a.json) or 0
     if a.steps < 1: p.error('--steps must be >= 1')
     reexec_with_allocator_settings(a.device)
     import torch
@@ -117,7 +119,7 @@ def main(argv=None):
     from kaggle_distill.trainer import build_run, optimizer_step, evaluate_run
     from kaggle_distill.optim import make_optimizer, TrainState
     from kaggle_distill.rundir import save_run, resume_point, resume_folders, resume_run
-    from kaggle_distill.budget import memory_model, memory_table, StepShapes, GB
+    from kaggle_distill.budget import memory_table, StepShapes, GB
     from kaggle_distill.config import ConfigError
     try: load_config(a.preset, overrides=a.overrides)                          # bad input fails here, before anything loads
     except ConfigError as e: p.error(str(e))
@@ -168,55 +170,77 @@ def main(argv=None):
         if not a.keep: shutil.rmtree(run_dir, ignore_errors=True)             # the temporary folder this run made
     s = steps[-1]
     shapes = StepShapes(cfg.train.batch_size, cfg.data.max_length, s['t_len'], s['pairs'], cfg.train.grad_accum)
-    t_dict, s_dict = _model_dicts(run)
-    n_groups = getattr(run.kd, 'n_groups', None)
-    here = memory_model(cfg, 'cpu' if dev.type == 'cpu' else _gpu_device(dev), t_dict, s_dict, shapes, n_groups)
-    kaggle = load_config(a.preset)
-    t4 = memory_model(kaggle, 't4x2' if kaggle.train.ddp else 't4', t_dict, s_dict, shapes, n_groups)
-    measured = max(v['peak_gb'] for v in phases.values()) * GB
-    base = baseline if dev.type == 'cpu' else 0
-    predicted_here = here['peak'] + base
-    step_peak = max(v['peak_gb'] for k, v in phases.items() if k.startswith('step')) * GB
-    compare = {'steps': (max(here['moments']['forward'], here['moments']['backward']) + base, step_peak),
-               'resume': (here['moments']['resume'] + base, phases['resume']['peak_gb'] * GB),
-               'evaluate': (here['moments']['eval'] + base, phases['evaluate']['peak_gb'] * GB),
-               'whole run': (predicted_here, measured)}
-    by_phase = {k: {'predicted_gb': round(p_ / GB, 3), 'measured_gb': round(m_ / GB, 3), 'error': round((p_ - m_) / m_, 3)}
-                for k, (p_, m_) in compare.items()}
-    step_s = sorted(x['s'] for x in steps)[len(steps) // 2]
+    here_dev = 'cpu' if dev.type == 'cpu' else _gpu_device(dev)
     out.update(ok=all(x['skipped'] is None and math.isfinite(x['total'] or math.nan) for x in steps) and resumed and st2.step == st.step
                    and math.isfinite(ev['student']['bpb']),
-               step_s=step_s, tokens_per_s=round(sum(x['tokens'] for x in steps) / sum(x['s'] for x in steps), 2),
-               peak_memory_gb=round(measured / GB, 3), predicted_t4_peak_gb=round(t4['peak'] / GB, 3),
-               predicted_here_gb=round(predicted_here / GB, 3), memory_model_error=round((predicted_here - measured) / measured, 3),
-               memory_model_by_phase=by_phase,
-               baseline_gb=round(baseline / GB, 3) if dev.type == 'cpu' else 0.0,
+               step_s=sorted(x['s'] for x in steps)[len(steps) // 2],
+               tokens_per_s=round(sum(x['tokens'] for x in steps) / sum(x['s'] for x in steps), 2),
+               baseline_gb=round(baseline / GB, 3) if dev.type == 'cpu' else 0.0, n_groups=getattr(run.kd, 'n_groups', None),
+               vocab_rows={r: getattr(run, r).get_input_embeddings().num_embeddings for r in ('teacher', 'student')},
                phases=phases, steps=steps, eval={'s': phases['evaluate']['s'], 'blocks': ev.get('n_batches', 0) * cfg.train.batch_size,
                                                   'student_bpb': ev['student']['bpb'], 'teacher_bpb': ev['teacher']['bpb']},
                teacher_precision=vars(run.teacher_check) if getattr(run, 'teacher_check', None) else None, checkpoint=str(ck.name) if ck else None,
-               shapes=vars(shapes), memory_model_here={k: here[k] for k in ('static', 'forward', 'backward', 'eval', 'resume', 'moments', 'phase')},
-               memory_model_t4={k: t4[k] for k in ('static', 'forward', 'backward', 'eval', 'resume', 'moments', 'phase')},
-               wall_s=round(time.perf_counter() - t_all, 1), threads=torch.get_num_threads(), torch=torch.__version__,
+               shapes=vars(shapes), wall_s=round(time.perf_counter() - t_all, 1), threads=torch.get_num_threads(), torch=torch.__version__,
                allocator={k: os.environ.get(k) for k in MALLOC_ENV} if dev.type == 'cpu' else None,
                gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None, memory_cap_gb=a.memory_cap_gb)
+    here, t4 = memory_check(out, cfg, here_dev)
     print(f"\nsteps: " + '; '.join(f"{x['s']:.1f} s at step {x['at']} ({', '.join(x['terms'])})" for x in steps))
-    print(f"tokens/s {out['tokens_per_s']:.1f}; peak {out['peak_memory_gb']:.2f} GB measured, {out['predicted_here_gb']:.2f} GB "
-          f"predicted here ({'baseline ' + format(baseline / GB, '.2f') + ' GB + ' if dev.type == 'cpu' else ''}model), "
-          f"error {100 * out['memory_model_error']:+.1f} %")
-    for k, v in by_phase.items():
-        print(f"  {k:<10} predicted {v['predicted_gb']:6.2f} GB, measured {v['measured_gb']:6.2f} GB, error {100 * v['error']:+.1f} %")
+    print(f"tokens/s {out['tokens_per_s']:.1f}")
     print('\n'.join(['memory model, here:', *memory_table(here), '', 'memory model, one T4:', *memory_table(t4)]))
-    print(f"predicted T4 peak {out['predicted_t4_peak_gb']:.2f} GB per process; ok: {out['ok']}")
+    print_memory_check(out)
+    print(f"ok: {out['ok']}")
     if a.json: a.json.write_text(json.dumps(out, indent=1, default=str))
     return 0 if out['ok'] else 1
 
 
-def _model_dicts(run) -> tuple[dict, dict]:
-    "The configuration dicts of the run's models, with their real vocabulary rows (for the memory model)."
-    from kaggle_distill.budget import model_dicts
-    t, s = model_dicts(run.cfg)
-    return ({**t, 'vocab_size': run.teacher.get_input_embeddings().num_embeddings},
-            {**s, 'vocab_size': run.student.get_input_embeddings().num_embeddings})
+def memory_check(out: dict, cfg, here_dev) -> tuple[dict, dict]:
+    """The memory model against a rehearsal's measurements (`out`: its figures so far), per phase and for the whole run, on the
+    device it ran on (a CPU adds the process's resident set before anything was built), and for one T4; `out` gets them."""
+    from kaggle_distill.budget import memory_model, StepShapes, model_dicts, GB
+    from kaggle_distill.config import load_config
+    shapes, phases, base = StepShapes(**out['shapes']), out['phases'], out['baseline_gb'] * GB
+    t_dict, s_dict = model_dicts(cfg)
+    rows = out.get('vocab_rows') or {}                                        # the models' real embedding rows, when recorded
+    t_dict, s_dict = {**t_dict, 'vocab_size': rows.get('teacher', t_dict['vocab_size'])}, {**s_dict, 'vocab_size': rows.get('student', s_dict['vocab_size'])}
+    here = memory_model(cfg, here_dev, t_dict, s_dict, shapes, out.get('n_groups'))
+    kaggle = load_config(out['preset'])
+    t4 = memory_model(kaggle, 't4x2' if kaggle.train.ddp else 't4', t_dict, s_dict, shapes, out.get('n_groups'))
+    measured = max(v['peak_gb'] for v in phases.values()) * GB
+    step_peak = max(v['peak_gb'] for k, v in phases.items() if k.startswith('step')) * GB
+    compare = {'steps': (max(here['moments']['forward'], here['moments']['backward']) + base, step_peak),
+               'resume': (here['moments']['resume'] + base, phases['resume']['peak_gb'] * GB),
+               'evaluate': (here['moments']['eval'] + base, phases['evaluate']['peak_gb'] * GB),
+               'whole run': (here['peak'] + base, measured)}
+    out.update(peak_memory_gb=round(measured / GB, 3), predicted_t4_peak_gb=round(t4['peak'] / GB, 3),
+               predicted_here_gb=round((here['peak'] + base) / GB, 3), memory_model_error=round((here['peak'] + base - measured) / measured, 3),
+               memory_model_by_phase={k: {'predicted_gb': round(p_ / GB, 3), 'measured_gb': round(m_ / GB, 3), 'error': round((p_ - m_) / m_, 3)}
+                                      for k, (p_, m_) in compare.items()},
+               memory_model_here={k: here[k] for k in ('static', 'forward', 'backward', 'eval', 'resume', 'moments', 'phase')},
+               memory_model_t4={k: t4[k] for k in ('static', 'forward', 'backward', 'eval', 'resume', 'moments', 'phase')})
+    return here, t4
+
+
+def print_memory_check(out: dict):
+    print(f"peak {out['peak_memory_gb']:.2f} GB measured, {out['predicted_here_gb']:.2f} GB predicted here "
+          f"({'baseline ' + format(out['baseline_gb'], '.2f') + ' GB + ' if out['baseline_gb'] else ''}model), "
+          f"error {100 * out['memory_model_error']:+.1f} %")
+    for k, v in out['memory_model_by_phase'].items():
+        print(f"  {k:<10} predicted {v['predicted_gb']:6.2f} GB, measured {v['measured_gb']:6.2f} GB, error {100 * v['error']:+.1f} %")
+    print(f"predicted T4 peak {out['predicted_t4_peak_gb']:.2f} GB per process")
+
+
+def compare_saved(path: Path, write: Path | None):
+    "The memory model of this tree against the measurements of a saved rehearsal (its JSON): no run."
+    out = json.loads(path.read_text())
+    if out.get('device') != 'cpu': raise SystemExit(f'{path}: --compare reads a CPU rehearsal (this one ran on {out.get("device")})')
+    cfg = rehearsal_config(out['preset'], 'cpu', out['shapes']['micro'], Path(tempfile.gettempdir()) / 'rehearse-compare', 1, 1)
+    if out.get('n_groups') is None and cfg.loss.kd_method == 'retok':       # a JSON written before it recorded the groups
+        from kaggle_distill.assets import load_tokenizer
+        from kaggle_distill.retokenize import retok_map
+        out['n_groups'] = retok_map(*(load_tokenizer(getattr(cfg, r).tokenizer or getattr(cfg, r).name) for r in ('student', 'teacher'))).n_groups
+    memory_check(out, cfg, 'cpu')
+    print_memory_check(out)
+    if write: write.write_text(json.dumps(out, indent=1, default=str))
 
 
 def _gpu_device(dev):
