@@ -6,12 +6,12 @@
 from __future__ import annotations
 import argparse, os, sys
 from pathlib import Path
-from .config import ConfigError, EXIT_CODES, PRESETS, load_config, describe
+from .config import ConfigError, EXIT_CODES, LOSS_NAMES, PRESETS, load_config, describe
 from .data import DataError
 from .assets import AssetMissing
 
 # %% auto #0
-__all__ = ['DEBUG_ENV', 'EXIT_HELP', 'KEYS_HELP', 'train_status', 'make_parser', 'main']
+__all__ = ['DEBUG_ENV', 'EXIT_HELP', 'KEYS_HELP', 'LM_ONLY', 'train_status', 'make_parser', 'cli_config', 'main']
 
 # %% ../nbs/50_cli.ipynb #474cfd89
 DEBUG_ENV = 'KAGGLE_DISTILL_DEBUG'   # set to 1 to see the traceback of bad-input errors (as --debug does)
@@ -32,8 +32,10 @@ def train_status(summary: dict) -> str:
     return 'paused' if summary.get('paused') else 'finished'
 
 # %% ../nbs/50_cli.ipynb #f66ae5a5
-def _config_args(p: argparse.ArgumentParser):
+def _config_args(p: argparse.ArgumentParser, lm_only: bool = False):
     p.add_argument('--preset', default='cpu-demo', help=f"starting point: {', '.join(PRESETS)} (default cpu-demo)")
+    if lm_only: p.add_argument('--lm-only', action='store_true', help="the baseline: every loss weight but the student's own next-token "
+                               "loss set to 0 (the overrides are shown in config.json); run_dir defaults to the preset's + '-lm-only'")
     p.add_argument('--config', action='append', default=[], metavar='FILE', help='JSON/YAML file merged over the preset (repeatable)')
     p.add_argument('overrides', nargs='*', metavar='key=value', help='e.g. train.lr=1e-4 loss.weights.kd.end=0.5')
 
@@ -55,9 +57,15 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='cmd', required=True)
     t = sub.add_parser('train', help='train (resuming from the newest valid checkpoint), evaluate, write the report',
                        epilog=KEYS_HELP + EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _config_args(t)
+    _config_args(t, lm_only=True)
+    te = sub.add_parser('teach', help="run the teacher once over the run's training and held-out blocks and store its signal "
+                        "(run_dir/teacher_cache); `train` with the same settings then trains from it without the teacher",
+                        epilog=KEYS_HELP + EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_args(te)
     c = sub.add_parser('config', help='print the resolved configuration with each field explained')
-    _config_args(c)
+    _config_args(c, lm_only=True)
+    cm = sub.add_parser('compare', help="two finished runs' students on the same held-out blocks: the paired difference in bits per byte, with its interval")
+    cm.add_argument('run_a', type=Path); cm.add_argument('run_b', type=Path)
     r = sub.add_parser('report', help='write plots and report.md for a run folder')
     r.add_argument('run_dir', type=Path)
     sub.add_parser('prepare-assets', help='convert the offline tokenizers, weights and corpora into the cache once')
@@ -79,18 +87,34 @@ def _check_report_dir(run_dir: Path):
     if not run_dir.is_dir():
         raise ConfigError(f"report: {str(run_dir)!r} is not a folder; give the run_dir of a run (the folder holding metrics.jsonl)")
 
+LM_ONLY = tuple(f'loss.weights.{n}=0' for n in LOSS_NAMES if n != 'lm')   # `--lm-only`: the same run without distillation
+
+def cli_config(args):
+    "The config of a `train` / `teach` / `config` command line, `--lm-only` applied, its models' `scratch` checked."
+    from kaggle_distill.models import check_models_config
+    lm_only = getattr(args, 'lm_only', False)
+    cfg = load_config(args.preset, args.config, [*args.overrides, *(LM_ONLY if lm_only else ())])
+    if lm_only and cfg.run_dir == PRESETS[args.preset].get('run_dir') and cfg.run_dir.startswith('runs/'):
+        cfg = load_config(args.preset, args.config, [*args.overrides, *LM_ONLY, f'run_dir={cfg.run_dir}-lm-only'])
+    return check_models_config(cfg)
+
 def main(argv=None) -> int:
     "Entry point of the `kaggle-distill` console script; its exit status is one of `EXIT_CODES`."
     args = make_parser().parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_ENV, '') not in ('', '0')
     try:
-        if args.cmd in ('train', 'config'):
-            from kaggle_distill.models import check_models_config
-            cfg = check_models_config(load_config(args.preset, args.config, args.overrides))
+        if args.cmd in ('train', 'config', 'teach'):
+            cfg = cli_config(args)
             if args.cmd == 'config':
                 print('\n'.join(describe(cfg))); return 0
+            if args.cmd == 'teach':
+                from kaggle_distill.teach import teach
+                return EXIT_CODES[teach(cfg)['status']]
             from kaggle_distill.trainer import train
             return EXIT_CODES[train_status(train(cfg))]
+        elif args.cmd == 'compare':
+            from kaggle_distill.report import compare_runs, compare_text
+            print(compare_text(compare_runs(args.run_a, args.run_b)))
         elif args.cmd == 'report':
             from kaggle_distill.report import write_report
             _check_report_dir(args.run_dir)

@@ -11,8 +11,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['DTYPES', 'LOSS_NAMES', 'KD_METHODS', 'DIVERGENCES', 'DEMO_STUDENT', 'EXIT_CODES', 'REFERENCE_TEACHER_ID',
            'REFERENCE_STUDENT_ID', 'PRESETS', 'fld', 'Schedule', 'ModelSpec', 'DataConfig', 'default_weights',
-           'aux_weights', 'LossConfig', 'TrainConfig', 'Config', 'ConfigError', 'from_dict', 'parse_override',
-           'read_config_file', 'load_config', 'to_dict', 'check_vocab', 'format_schedule', 'describe']
+           'aux_weights', 'LossConfig', 'TrainConfig', 'TeachConfig', 'Config', 'ConfigError', 'from_dict',
+           'parse_override', 'read_config_file', 'load_config', 'to_dict', 'check_vocab', 'format_schedule', 'describe']
 
 # %% ../nbs/00_config.ipynb #bfe5566f
 def fld(default=None, *, lo=None, hi=None, lo_open=False, choices=None, doc='', factory=None):
@@ -130,6 +130,17 @@ class TrainConfig:
                                "(the trainer itself follows torchrun's WORLD_SIZE)")
     gradient_checkpointing: bool = fld(False, doc='recompute student activations in backward to save memory')
     seed: int = fld(0, lo=0, doc='seed of data order, initialisation and dropout')
+    teacher_cache: str = fld('auto', doc="where the teacher's stored signal is read from (`kaggle-distill teach` writes it): 'auto' "
+                                         "= run_dir/teacher_cache and train.resume_from folders; a folder; 'online' = never, the teacher runs")
+
+@dataclass
+class TeachConfig:
+    "How `kaggle-distill teach` stores the teacher's KD target: sampled targets per aligned position (kaggle_distill.sparse_target)."
+    k: int = fld(16, lo=1, hi=255, doc='targets drawn from the teacher per training position (unbiased; more: less noise, more bytes)')
+    exact: int = fld(0, lo=0, hi=256, doc="the teacher's most probable targets kept exact per training position (the draws then come from the rest)")
+    eval_k: int = fld(32, lo=1, hi=255, doc='targets drawn per held-out position (the evaluation reads these)')
+    eval_exact: int = fld(32, lo=0, hi=256, doc='targets kept exact per held-out position')
+    batch_size: int = fld(0, lo=0, doc="blocks per teacher forward while teaching; 0 = train.batch_size")
 
 @dataclass
 class Config:
@@ -141,6 +152,7 @@ class Config:
     data: DataConfig = fld(factory=DataConfig, doc='text source and blocks')
     loss: LossConfig = fld(factory=LossConfig, doc='losses and their schedules')
     train: TrainConfig = fld(factory=TrainConfig, doc='optimisation loop')
+    teach: TeachConfig = fld(factory=TeachConfig, doc="the stored teacher signal (kaggle-distill teach)")
 
 # %% ../nbs/00_config.ipynb #db4b2b74
 class ConfigError(ValueError):

@@ -220,7 +220,7 @@ class Blocks(torch.utils.data.Dataset):
         i = int(i) % len(self)
         sl = lambda a, o: a[o[i]:o[i + 1]].astype(np.int64)
         return Encoded(sl(self.s_ids, self.s_off), sl(self.t_ids, self.t_off), sl(self.pair_s, self.p_off),
-                       sl(self.pair_t, self.p_off), int(self.n_bytes[i]))
+                       sl(self.pair_t, self.p_off), int(self.n_bytes[i]), block=i)
 
     def subset(self, idx) -> Blocks:
         "The blocks at indices `idx`, in that order."

@@ -12,7 +12,8 @@ import torch
 from .checkpoint import SessionReserve
 
 # %% auto #0
-__all__ = ['STATUSES', 'sig3', 'MetricsLog', 'PhaseTimer', 'time_split', 'train_record', 'run_status', 'resume_hint']
+__all__ = ['STATUSES', 'sig3', 'MetricsLog', 'PhaseTimer', 'time_split', 'train_record', 'run_status', 'hardware_facts',
+           'resume_hint']
 
 # %% ../nbs/22_metrics.ipynb #1c8cd7a5
 def sig3(x: float) -> float:
@@ -74,6 +75,24 @@ def run_status(st: TrainState, paused: str | None, tc) -> str:
     "'paused' (time budget or a signal: resume me), 'failed' (the non-finite streak stop), else 'finished' (early stopping included)."
     if paused: return 'paused'
     return 'failed' if st.consecutive_skips >= tc.max_skipped else 'finished'
+
+def hardware_facts(run, st) -> dict:
+    """How this session ran, for `summary.json` (and the next session's estimates, `kaggle_distill.kaggle`): the processes,
+    the devices and their names, the dtypes, the measured global student tokens per second of training, and the peak memory."""
+    import platform, resource
+    from kaggle_distill.distributed import world_size
+    pt, dev = getattr(run, 'phase_timer', None), run.device
+    secs = pt.total.get('step', 0.0) if pt else 0.0
+    tokens = st.tokens - getattr(run, 'session_tokens0', 0)
+    if dev.type == 'cuda':
+        names = [torch.cuda.get_device_name(i) for i in range(min(world_size(), torch.cuda.device_count()) or 1)]
+        peak = torch.cuda.max_memory_allocated(dev) / 2**30
+    else: names, peak = [platform.processor() or platform.machine() or 'cpu'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    dt = lambda m: None if m is None else str(next(m.parameters()).dtype).removeprefix('torch.')
+    return {'processes': world_size(), 'device_type': dev.type, 'device_names': names, 'teacher_dtype': dt(run.teacher),
+            'student_dtype': dt(run.student), 'autocast': None if run.autocast is None else str(run.autocast).removeprefix('torch.'),
+            'tokens_per_s': round(tokens / secs, 1) if secs > 0 and tokens > 0 else None, 'peak_memory_gb': round(peak, 2),
+            'peak_memory_of': 'cuda max allocated, rank 0' if dev.type == 'cuda' else 'process RSS (rank 0)'}
 
 def resume_hint(run_dir: Path) -> str:
     "How to continue a paused run, for the console and the report."

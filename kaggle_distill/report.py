@@ -16,7 +16,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 __all__ = ['STEP_LABEL', 'MARKERS_UP_TO', 'TABLE_ROWS', 'TABLE_COLS', 'TIME_PHASES', 'PLOTS', 'read_metrics', 'series',
            'components', 'plot_losses', 'plot_curriculum', 'plot_lr', 'plot_grad_norm', 'plot_throughput', 'plot_eval',
            'routing_evals', 'plot_router', 'fmt', 'table_columns', 'summary_table', 'gap_closed', 'time_split_lines',
-           'run_facts', 'status_line', 'write_report']
+           'run_facts', 'status_line', 'write_report', 'compare_runs', 'compare_text']
 
 # %% ../nbs/31_report.ipynb #8c9d3322
 def read_metrics(path: Path | str) -> tuple[list[dict], list[dict], list[str]]:
@@ -266,7 +266,8 @@ def run_facts(train: list[dict], summary: dict) -> list[str]:
     if summary.get('stopped'): out.append(f"- stopped before the last step: {summary['stopped']}")
     if train: out.append(f"- median training throughput: {np.nanmedian(series(train, 'tok_per_s')):,.0f} student tokens/s "
                          "(optimizer steps only: loading, packing, evaluations and saving excluded)")
-    if summary.get('wall_s') is not None: out.append(f"- training time (optimizer steps, all sessions): {_duration(summary['wall_s'])} ({summary['wall_s']:.0f} s)")
+    train_s = summary.get('training_s', summary.get('wall_s'))            # wall_s: summaries written before it was renamed
+    if train_s is not None: out.append(f"- training time (optimizer steps, all sessions): {_duration(train_s)} ({train_s:.0f} s)")
     out += time_split_lines(summary.get('time_s'))
     if isinstance(summary.get('data'), dict):
         out.append('- data: ' + ', '.join(f'{k} {"yes" if v else "no"}' if isinstance(v, bool) else f'{k} {v:,}' if isinstance(v, int) else f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
@@ -318,3 +319,33 @@ def write_report(run_dir: Path | str) -> Path:
     out = run_dir / 'report.md'
     out.write_text('\n'.join(md))
     return out
+
+# %% ../nbs/31_report.ipynb #c54aaff7
+def compare_runs(run_a, run_b) -> dict:
+    "Student A minus student B in held-out bits per byte, paired per block, with its 95 % bootstrap interval; both runs finished on the same blocks."
+    from kaggle_distill.config import ConfigError
+    from kaggle_distill.evaluate import bits_per_byte, bpb_interval
+    sums = []
+    for r in (run_a, run_b):
+        f = Path(r) / 'summary.json'
+        try: s = json.loads(f.read_text())
+        except (OSError, ValueError): raise ConfigError(f"compare: {f} cannot be read; give the run_dir of a finished run") from None
+        if s.get('status') != 'finished' or 'heldout_blocks' not in s:
+            raise ConfigError(f"compare: {r} has not finished (status {s.get('status')!r}); finish it first (run the same train command again)")
+        sums.append(s)
+    a, b = (s['heldout_blocks'] for s in sums)
+    if a['bytes'] != b['bytes'] or sums[0]['data'].get('cache_key') != sums[1]['data'].get('cache_key'):
+        raise ConfigError(f"compare: {run_a} and {run_b} were evaluated on different held-out text (data or data.eval_max_blocks differ); "
+                          f"compare runs of the same data")
+    bpb = [bits_per_byte(sum(x['student_nll']), sum(x['bytes'])) for x in (a, b)]
+    lo, hi = bpb_interval(a['student_nll'], a['bytes'], baseline=b['student_nll'])
+    return {'a': str(run_a), 'b': str(run_b), 'bpb_a': bpb[0], 'bpb_b': bpb[1], 'diff': bpb[0] - bpb[1], 'ci': [lo, hi],
+            'blocks': len(a['bytes']), 'teacher_bpb': sums[0].get('teacher', {}).get('bpb'), 'steps': [s['steps'] for s in sums]}
+
+def compare_text(c: dict) -> str:
+    "One readable paragraph of `compare_runs`."
+    verdict = ('no difference: the interval contains 0' if c['ci'][0] <= 0 <= c['ci'][1] else
+               f"{c['a'] if c['diff'] < 0 else c['b']} is better")
+    return (f"{c['a']} - {c['b']}: {c['diff']:+.3f} bits/byte [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] (95 % bootstrap over "
+            f"{c['blocks']} held-out blocks, paired); {verdict}.\n  {c['a']}: {c['bpb_a']:.3f} after {c['steps'][0]} steps; "
+            f"{c['b']}: {c['bpb_b']:.3f} after {c['steps'][1]} steps" + (f"; teacher {c['teacher_bpb']:.3f}" if c['teacher_bpb'] else ''))

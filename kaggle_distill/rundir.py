@@ -55,7 +55,8 @@ def adopt_history(ckpt_path: Path, run_dir: Path):
 
 # %% ../nbs/19_rundir.ipynb #e90f970c
 SESSION_KEYS = {'run_dir', 'preset', 'train.time_budget_s', 'train.resume_from', 'train.device', 'train.teacher_device',
-                'train.log_every', 'train.eval_every', 'train.checkpoint_every', 'train.keep_checkpoints', 'train.ddp'}
+                'train.log_every', 'train.eval_every', 'train.checkpoint_every', 'train.keep_checkpoints', 'train.ddp',
+                'train.teacher_cache', 'teach.batch_size'}
 
 def _flat(d: dict, prefix: str = '') -> dict:
     out = {}

@@ -13,8 +13,8 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['CACHEABLE_METHODS', 'HIDDEN_STATE_TERMS', 'TargetSpace', 'partition_space', 'shared_space', 'target_probs',
-           'SparseTarget', 'negentropy', 'sample_target', 'sparse_kl_rows', 'cache_problems', 'method_space',
-           'eval_space', 'block_uniforms']
+           'SparseTarget', 'negentropy', 'sample_target', 'sparse_kl_rows', 'kd_target_cacheable', 'cache_problems',
+           'method_space', 'eval_space', 'block_uniforms']
 
 # %% ../nbs/23_sparse_target.ipynb #5246aec6
 @dataclass
@@ -107,23 +107,24 @@ def _merge_draws(draws: Tensor) -> tuple[Tensor, Tensor]:
     count = (d.unsqueeze(-1) == d.unsqueeze(-2)).sum(-1)
     return torch.where(first, d, 0), torch.where(first, count, 0)
 
-def sample_target(p: Tensor, exact: int, k: int, u: Tensor | None) -> tuple[SparseTarget, Tensor]:
+def sample_target(p: Tensor, exact: int, k: int, u: Tensor | None) -> tuple[SparseTarget, Tensor, Tensor]:
     """An unbiased sparse estimate of the rows of `p` `[R, n]`: the `exact` most probable targets with their probabilities
-    and `k` draws from the rest at uniforms `u` `[R, k]` in (0, 1]. Returns the target and the draws' counts `[R, k]`."""
+    and `k` draws from the rest at uniforms `u` `[R, k]` in (0, 1]. Returns the target, the draws' counts `[R, k]` and
+    the rest's mass `[R]` (float64)."""
     R, n = p.shape
     if not 0 <= exact <= n: raise ValueError(f"exact={exact}: keep between 0 and {n} targets exact")
     if k and (u is None or tuple(u.shape) != (R, k)): raise ValueError(f"u must be [{R}, {k}] uniforms, got {None if u is None else tuple(u.shape)}")
     if exact: top_p, top_i = p.topk(exact, -1)
     else: top_p, top_i = p.new_zeros(R, 0), torch.zeros(R, 0, dtype=torch.long, device=p.device)
     ids, w, count = [top_i], [top_p.float()], torch.zeros(R, k, dtype=torch.long, device=p.device)
+    tail = p.double().scatter(-1, top_i, 0.0) if exact else p.double()
+    cdf = tail.cumsum(-1)
+    mass = cdf[:, -1]
     if k:
-        tail = p.double().scatter(-1, top_i, 0.0) if exact else p.double()
-        cdf = tail.cumsum(-1)
-        mass = cdf[:, -1:]
-        draws = torch.searchsorted(cdf, (u.double() * mass).contiguous()).clamp_max(n - 1)
+        draws = torch.searchsorted(cdf, (u.double() * mass[:, None]).contiguous()).clamp_max(n - 1)
         d_ids, count = _merge_draws(draws)
-        ids.append(d_ids); w.append((mass * count / k).float())
-    return SparseTarget(torch.cat(ids, -1), torch.cat(w, -1), negentropy(p)), count
+        ids.append(d_ids); w.append((mass[:, None].float() * count / k))
+    return SparseTarget(torch.cat(ids, -1), torch.cat(w, -1), negentropy(p)), count, mass
 
 # %% ../nbs/23_sparse_target.ipynb #8d8dd579
 def _segment_lse(vals: Tensor, seg: Tensor, n: int) -> Tensor:
@@ -163,7 +164,8 @@ def sparse_kl_rows(s_logits: Tensor, at: tuple[Tensor, Tensor], target: SparseTa
         if bool((~dense).any()): logz[~dense] = _member_lse(flat, base[r[~dense]], tg[~dense], space, V, T)
         if bool(dense.any()):                                      # the rest target: all tokens of no other target
             zr = s_logits.reshape(B * L, V)[base[r[dense]]][:, :space.n_s].float() / T
-            logz[dense] = zr.masked_fill(space.s_of != space.rest, float('-inf')).logsumexp(-1)
+            lr = zr.masked_fill(space.s_of != space.rest, float('-inf')).logsumexp(-1)
+            logz[dense] = torch.maximum(lr, lse[r[dense]] + math.log(torch.finfo(torch.float32).tiny))   # an empty rest: log(tiny), as bucket_log_probs
         ce = torch.zeros(len(pb), device=s_logits.device).index_add(0, r, target.w[r, j] * (lse[r] - logz))
         rows = target.negent + ce
         if target.split is not None and s_own is not None:
@@ -187,13 +189,17 @@ def _log1m_exp(a: Tensor) -> Tensor:
 CACHEABLE_METHODS = ('retok', 'shared_vocab', 'same_tokenizer')
 HIDDEN_STATE_TERMS = ('feature', 'attention', 'contrastive', 'routed_feature', 'route_balance')   # they read the teacher's hidden states
 
+def kd_target_cacheable(loss) -> bool:
+    "True when the KD target of `loss` (a `LossConfig`) is what sampled targets estimate: a cacheable method, forward KL, no top-k, no sampling of its own."
+    return loss.kd_method in CACHEABLE_METHODS and loss.divergence == 'forward_kl' and not loss.top_k and not loss.sample_k
+
 def cache_problems(cfg) -> list[str]:
     "Why the KD target of `cfg` cannot be stored as sampled targets and trained from (empty: it can), each with the fix."
     l, out = cfg.loss, []
     if l.kd_method not in CACHEABLE_METHODS:
         out.append(f"loss.kd_method={l.kd_method!r} needs the teacher's whole distribution or hidden states at every step; "
                    f"a cache stores sampled targets of {', '.join(CACHEABLE_METHODS)}: use one of those, or train online "
-                   f"(train.teacher_cache=off)")
+                   f"(train.teacher_cache=online)")
     if l.divergence != 'forward_kl':
         out.append(f"loss.divergence={l.divergence!r}: only forward KL is an expectation over the teacher's distribution, "
                    f"which sampled targets estimate without bias; set loss.divergence=forward_kl or train online")
