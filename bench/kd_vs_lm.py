@@ -20,7 +20,7 @@ same tensor: bit-identical). Terms that need more of the teacher (feature, atten
 teacher took on a batch is charged to every arm that used it, so wall times are those of uncached runs.
 """
 from __future__ import annotations
-import argparse, hashlib, json, math, sys, tempfile, time
+import argparse, hashlib, json, math, os, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,7 @@ class TeacherCache:
     def _save(self, kind: str, key: str, value):
         if self.folder:
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f'.{kind}-{key}.tmp'; torch.save(value, tmp); tmp.replace(self.folder / f'{kind}-{key}.pt')
+            tmp = self.folder / f'.{kind}-{key}.{os.getpid()}.tmp'; torch.save(value, tmp); tmp.replace(self.folder / f'{kind}-{key}.pt')   # own name: lanes share the folder
 
     def install(self):
         "Route `kaggle_distill.trainer.teacher_at_pairs` through the cache."
@@ -138,13 +138,12 @@ def teach_for(overrides: list, args, seed: int, steps: int) -> tuple[Path, float
     folder = Path(args.cache_dir or tempfile.gettempdir()) / 'teach' / tag
     timing = folder / 'bench_teach_s.json'
     cfg = load_config(args.preset, overrides=[*ov, f'run_dir={folder}', 'train.teacher_cache=auto'])
-    c0 = time.process_time()
     s = teach(cfg, progress=False)
     if s['status'] != 'finished': raise SystemExit(f'teach did not finish: {s}')
     if not timing.exists():                               # the first pass wrote every shard: its time is the teach cost
         timing.write_text(json.dumps({'teach_s': s['teacher_s'] - s['heldout_s'], 'heldout_s': s['heldout_s'],
-                                      'teach_cpu_s': time.process_time() - c0, 'bytes_per_position': s['bytes_per_position'],
-                                      'blocks': s['blocks']}))
+                                      'teach_cpu_s': s['cpu_s']['setup_and_shards'], 'heldout_cpu_s': s['cpu_s']['heldout'],
+                                      'bytes_per_position': s['bytes_per_position'], 'blocks': s['blocks']}))
     return folder / 'teacher_cache', json.loads(timing.read_text())
 
 

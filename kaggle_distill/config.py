@@ -332,7 +332,7 @@ PRESETS = {
         'teacher': {'name': 'smollm2-135m', 'tokenizer': 'smollm', 'dtype': 'auto', 'scratch': {}},
         'student': {'name': 'llama', 'tokenizer': 'gpt2', 'dtype': 'auto', 'scratch': DEMO_STUDENT},
         'data': {'source': 'shakespeare', 'text_column': 'text', 'max_length': 96, 'teacher_max_length': 0,
-                 'eval_fraction': 0.05, 'max_docs': 0, 'eval_max_blocks': 128},
+                 'eval_fraction': 0.05, 'max_docs': 0, 'eval_max_blocks': 64},
         'loss': {'kd_method': 'retok', 'top_k': 0},
         'train': {'steps': 100, 'batch_size': 4, 'lr': 3e-3, 'warmup': 0.1, 'log_every': 5,
                   'eval_every': 50, 'checkpoint_every': 50, 'device': 'cpu'},

@@ -115,9 +115,11 @@ def plot_curriculum(train: list[dict]) -> Figure:
                       for r in train], dtype=float)
         if (w > 0).any(): curves.setdefault(w.tobytes(), (w, []))[1].append(name)
     for w, same in curves.values(): _plot(a, x, w, label=' = '.join(same))
-    _plot(b, x, series(train, 'temperature'), color='tab:red')
+    T = series(train, 'temperature')
+    _plot(b, x, T, color='tab:red')
     a.set(title='loss weights', xlabel=STEP_LABEL, ylabel='weight (multiplies raw loss)')
-    b.set(title='KD temperature', xlabel=STEP_LABEL, ylabel='temperature T (divides logits)')
+    b.set(title='KD temperature', xlabel=STEP_LABEL, ylabel='temperature T (divides logits)',
+          ylim=(0, max(2.0, 1.2 * np.nanmax(np.r_[T, 0.0]))))      # from 0: a constant T is a flat line, not noise on a 0.96-1.04 axis
     _legend(a)
     for ax in (a, b): ax.grid(alpha=0.3)
     return fig
@@ -176,12 +178,14 @@ def plot_eval(evals: list[dict]) -> Figure:
     elif te: _plot(a, series(te, 'step'), series(te, 'bpb'), 's--', color='black', label='teacher')
     a.set(title='held-out bits per byte (lower is better)', xlabel=STEP_LABEL, ylabel='bits / byte (of text)')
     if st:
-        _plot(b, series(st, 'step'), series(st, 'top1'), 'o-', label='top-1 agreement')      # 0 at step 0: on the axis, whole
-        _plot(b, series(st, 'step'), series(st, 'top5'), 's-', label='top-5 overlap')
-    top = np.nanmax(np.r_[series(st, 'top1'), series(st, 'top5'), 0.0]) if st else 0.0
-    b.set(title='agreement with the teacher', xlabel=STEP_LABEL, ylabel='fraction of aligned positions (0–1)',
-          ylim=(0, min(1.0, max(0.05, 1.15 * top))))
-    for ax in (a, b): ax.grid(alpha=0.3); _legend(ax)
+        _plot(b, series(st, 'step'), series(st, 'top1'), 'o-', label='top-1 agreement\n(share of aligned positions)')
+        _plot(b, series(st, 'step'), series(st, 'top5'), 's-', label="top-5 overlap (mean share of\nthe teacher's top 5 in the student's)")
+    top = min(1.0, max(0.05, 1.15 * (np.nanmax(np.r_[series(st, 'top1'), series(st, 'top5'), 0.0]) if st else 0.0)))
+    b.set(title='agreement with the teacher', xlabel=STEP_LABEL, ylabel='share (0–1, see the legend)', ylim=(-0.04 * top, top))
+    steps = np.r_[series(st, 'step'), series(te, 'step')] if st or te else np.array([0.0])
+    lo, hi = float(np.nanmin(steps)), float(np.nanmax(steps))
+    for ax in (a, b):                                    # a little room on both sides: a marker at step 0 or at 0 sits inside
+        ax.set_xlim(lo - 0.04 * max(hi - lo, 1), hi + 0.04 * max(hi - lo, 1)); ax.grid(alpha=0.3); _legend(ax)
     return fig
 
 # %% ../nbs/31_report.ipynb #4d899f5e

@@ -13,8 +13,8 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['CACHEABLE_METHODS', 'HIDDEN_STATE_TERMS', 'TargetSpace', 'partition_space', 'shared_space', 'target_probs',
-           'SparseTarget', 'negentropy', 'sample_target', 'sparse_kl_rows', 'kd_target_cacheable', 'cache_problems',
-           'method_space', 'eval_space', 'block_uniforms']
+           'SparseTarget', 'negentropy', 'sample_target', 'sparse_kl_rows', 'lm_and_stored_kd', 'kd_target_cacheable',
+           'cache_problems', 'method_space', 'eval_space', 'block_uniforms']
 
 # %% ../nbs/23_sparse_target.ipynb #5246aec6
 @dataclass
@@ -184,6 +184,70 @@ def sparse_kl_rows(s_logits: Tensor, at: tuple[Tensor, Tensor], target: SparseTa
 def _log1m_exp(a: Tensor) -> Tensor:
     "`log(1 - exp(a))` for `a <= 0`, stable, floored at float32's tiny."
     return torch.where(a > -0.693, torch.log(-torch.expm1(a)), torch.log1p(-a.exp())).clamp_min(math.log(torch.finfo(torch.float32).tiny))
+
+# %% ../nbs/23_sparse_target.ipynb #e0d1b1ee
+def _member_index(flat_base: Tensor, targets: Tensor, space: TargetSpace, V: int) -> tuple[Tensor, Tensor]:
+    "For each (row offset, target) pair: the flat logit index of every member and the pair it belongs to."
+    lo, hi = space.s_ptr[targets], space.s_ptr[targets + 1]
+    size = hi - lo
+    if bool((size == 0).any()): raise ValueError("a target with no student token was sampled: the target space does not fit this cache")
+    seg = torch.repeat_interleave(torch.arange(len(targets), device=targets.device), size)
+    member = space.s_tok[torch.arange(int(size.sum()), device=targets.device) - torch.repeat_interleave(size.cumsum(0) - size - lo, size)]
+    return flat_base[seg] * V + member, seg
+
+class _LMStoredKD(torch.autograd.Function):
+    """Mean next-token cross entropy over `lm_t` (targets, -100: none) and mean stored-target forward KL over the aligned
+    rows, from one log-sum-exp per position; the backward writes their combined gradient in one pass (float32)."""
+    @staticmethod
+    def forward(ctx, logits, lm_t, pb, ps, ids, w, negent, s_ptr, s_tok, n_s, chunk):
+        B, L, V = logits.shape
+        space = TargetSpace('x', len(s_ptr) - 1, torch.zeros(0, dtype=torch.long), s_ptr, s_tok, torch.zeros(n_s, dtype=torch.long), True)
+        flat = logits.reshape(B * L, V)
+        lse = torch.empty(B * L, device=logits.device)
+        for i in range(0, B * L, chunk): lse[i:i + chunk] = flat[i:i + chunk, :n_s].float().logsumexp(-1)
+        valid = (lm_t >= 0).reshape(-1)
+        pos = valid.nonzero().squeeze(-1)
+        y = lm_t.reshape(-1)[pos]
+        n_lm = max(len(pos), 1)
+        lm = (lse[pos] - flat[pos, y].float()).sum() / n_lm
+        base = pb * L + ps
+        r, j = (w > 0).nonzero(as_tuple=True)
+        tg, wr = ids[r, j].long(), w[r, j].float()
+        midx, seg = _member_index(base[r], tg, space, V)
+        vals = logits.reshape(-1)[midx].float()
+        lse_g = _segment_lse(vals, seg, len(tg))
+        P = max(len(pb), 1)
+        kd = (negent.float().sum() + (wr * (lse[base[r]] - lse_g)).sum()) / P
+        ctx.save_for_backward(logits, lse, pos, y, base, r, wr, midx, seg, lse_g)
+        ctx.n_lm, ctx.P, ctx.n_s, ctx.chunk = n_lm, P, n_s, chunk
+        return lm, kd
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_lm, g_kd):
+        logits, lse, pos, y, base, r, wr, midx, seg, lse_g = ctx.saved_tensors
+        B, L, V = logits.shape
+        a, b = g_lm.float() / ctx.n_lm, g_kd.float() / ctx.P
+        c = torch.zeros(B * L, device=logits.device)                      # the softmax's coefficient per position
+        c.index_add_(0, pos, a.expand(len(pos)))
+        c.index_add_(0, base[r], b * wr)
+        flat = logits.reshape(B * L, V)
+        grad = torch.zeros(B * L, V, dtype=torch.float32, device=logits.device)
+        rows = c.nonzero().squeeze(-1)
+        for i in range(0, len(rows), ctx.chunk):
+            k = rows[i:i + ctx.chunk]
+            grad[k, :ctx.n_s] = (flat[k, :ctx.n_s].float() - lse[k, None]).exp_().mul_(c[k, None])
+        grad.view(-1).index_add_(0, pos * V + y, -a.expand(len(pos)))
+        soft_g = (logits.reshape(-1)[midx].float() - lse_g[seg]).exp()     # each member's share of its target
+        grad.view(-1).index_add_(0, midx, -(b * wr[seg]) * soft_g)
+        return grad.view(B, L, V).to(logits.dtype), *([None] * 10)
+
+def lm_and_stored_kd(logits: Tensor, s_ids: Tensor, s_mask: Tensor, at: tuple[Tensor, Tensor], target: SparseTarget,
+                     space: TargetSpace, chunk: int = 256) -> tuple[Tensor, Tensor]:
+    "(LM loss, KD loss) of `lm_loss` and `sparse_kl_rows(...).mean()` at T = 1 without the split, from one pass over the logits."
+    if space.rest >= 0 or not space.full: raise ValueError("lm_and_stored_kd reads targets over the whole student vocabulary (retok, same_tokenizer)")
+    lm_t = torch.cat([s_ids[:, 1:].masked_fill(s_mask[:, 1:] == 0, -100), s_ids.new_full((len(s_ids), 1), -100)], 1)
+    return _LMStoredKD.apply(logits, lm_t, at[0], at[1], target.ids, target.w, target.negent, space.s_ptr, space.s_tok, space.n_s, chunk)
 
 # %% ../nbs/23_sparse_target.ipynb #76370ef5
 CACHEABLE_METHODS = ('retok', 'shared_vocab', 'same_tokenizer')

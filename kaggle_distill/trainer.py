@@ -164,14 +164,18 @@ def compute_loss(run: Run, batch: dict, step: int, target=None, return_logits: b
         if obs is None: return {}
         rest = run.kd.observed_keep(teacher()[0], teacher()[4], batch['t_ids'], obs, T).to(run.device)
         return {'next_ids': (obs.s_next.to(run.device), obs.t_next.to(run.device), rest)}
-    def kd_stored():                                 # the teacher's sampled target, stored (kaggle_distill.sparse_target)
+    stored = target is not None or run.signal is not None     # the teacher's sampled target, stored (kaggle_distill.sparse_target)
+    stored_tg = functools.cache(lambda: (target if target is not None else run.signal.rows(batch['block'].tolist())).to(run.device))
+    def kd_stored():
         from kaggle_distill.sparse_target import sparse_kl_rows
-        tg = target if target is not None else run.signal.rows(batch['block'].tolist())
         own = run.kd.own_cells(obs.s_next.to(run.device), obs.t_next.to(run.device))[0] if obs is not None else None
-        return sparse_kl_rows(out.logits, (pb, ps), tg.to(run.device), run.space, T, s_own=own).mean()
-    stored = target is not None or run.signal is not None
+        return sparse_kl_rows(out.logits, (pb, ps), stored_tg(), run.space, T, s_own=own).mean()
     terms = {'lm': lambda: lm_loss(out.logits, s['s_ids'], s['s_mask']),
              'kd': kd_stored if stored else lambda: run.kd(out.logits, teacher()[0], teacher()[1], T, at=(pb, ps), **next_ids())}
+    if stored and T == 1 and obs is None and run.space.full and run.space.rest < 0 and w['lm'] > 0 and w['kd'] > 0:
+        from kaggle_distill.sparse_target import lm_and_stored_kd       # both from one pass over the logits (same values)
+        both = functools.cache(lambda: lm_and_stored_kd(out.logits, s['s_ids'], s['s_mask'], (pb, ps), stored_tg(), run.space))
+        terms['lm'], terms['kd'] = (lambda: both()[0]), (lambda: both()[1])
     if _on(run.cfg, 'feature'):
         terms['feature'] = lambda: _feature_loss(run, out.hidden_states, teacher()[2].hidden_states, (pb, ps), (tb['pair_b'], tb['pair_t']))
     if _on(run.cfg, 'contrastive'):
