@@ -19,8 +19,8 @@ __all__ = ['TENSORS', 'META', 'MANIFEST', 'FORMAT', 'SESSION_START_ENV', 'RESERV
            'capture_rng', 'restore_rng', 'seed_everything', 'CorruptCheckpoint', 'CheckpointWarning', 'sha256_file',
            'fsync_path', 'checkpoint_step', 'save_checkpoint', 'UnreadableCheckpoint', 'verify_checkpoint',
            'Checkpoint', 'load_checkpoint', 'list_checkpoints', 'find_latest_valid', 'find_latest', 'copy_checkpoint',
-           'save_state', 'StopSignal', 'Interrupted', 'interrupt_guard', 'interrupted_message', 'process_start_time',
-           'session_start', 'SessionReserve', 'RunBusy', 'RunLock']
+           'save_state', 'StopSignal', 'interrupted_message', 'process_start_time', 'session_start', 'SessionReserve',
+           'RunBusy', 'RunLock']
 
 # %% ../nbs/21_checkpoint.ipynb #2b97e57e
 _TAGS = ('__tensor__', '__tuple__', '__items__', '__ndarray__', '__bytes__')
@@ -512,21 +512,6 @@ class StopSignal:
         return 'time budget' if self.remaining() <= self.reserve() else None
 
 # %% ../nbs/21_checkpoint.ipynb #dc6bcfbb
-class Interrupted(KeyboardInterrupt):
-    "SIGINT (Ctrl-C) or SIGTERM inside `interrupt_guard`: the command stops at once; `kaggle-distill` exits with status 130."
-    def __init__(self, signal_name: str = 'SIGINT'):
-        super().__init__(signal_name); self.signal_name = signal_name
-
-@contextlib.contextmanager
-def interrupt_guard():
-    "Inside the block SIGINT and SIGTERM raise `Interrupted` (main thread only; elsewhere a no-op). Old handlers come back on exit."
-    if threading.current_thread() is not threading.main_thread(): yield; return
-    def handler(signum, frame): raise Interrupted(signal.Signals(signum).name)
-    prev = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try: yield
-    finally:
-        for s, h in prev.items(): signal.signal(s, h if h is not None else signal.SIG_DFL)
-
 def interrupted_message(signal_name: str = 'SIGINT', run_dir=None) -> str:
     "What an interrupted command tells the user: that nothing half-written is left, and where a rerun of `run_dir` goes on from."
     how = {'SIGINT': 'Ctrl-C (SIGINT)', 'SIGTERM': 'SIGTERM'}.get(signal_name, signal_name)

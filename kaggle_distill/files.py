@@ -4,11 +4,12 @@
 
 # %% ../nbs/00_files.ipynb #32dc81e0
 from __future__ import annotations
-import contextlib, errno, os, shutil
+import contextlib, errno, os, shutil, signal, threading
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DISK_FULL_ERRNOS', 'DiskFull', 'disk_full', 'atomic_path', 'write_atomic', 'path_problem']
+__all__ = ['DISK_FULL_ERRNOS', 'DiskFull', 'disk_full', 'atomic_path', 'write_atomic', 'path_problem', 'Interrupted',
+           'interrupt_guard']
 
 # %% ../nbs/00_files.ipynb #431eeec2
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -83,3 +84,20 @@ def path_problem(path) -> str | None:
     except ValueError: return 'contains a NUL character'
     except OSError as e: return (e.strerror or str(e)).lower()
     return None
+
+# %% ../nbs/00_files.ipynb #ece17717
+class Interrupted(KeyboardInterrupt):
+    "SIGINT (Ctrl-C) or SIGTERM inside `interrupt_guard`: the command stops at once; `kaggle-distill` exits with status 130."
+    def __init__(self, signal_name: str = 'SIGINT'):
+        super().__init__(signal_name); self.signal_name = signal_name
+
+@contextlib.contextmanager
+def interrupt_guard():
+    "Inside the block SIGINT and SIGTERM raise `Interrupted` (main thread only; elsewhere a no-op). Old handlers come back on exit."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    def handler(signum, frame): raise Interrupted(signal.Signals(signum).name)
+    prev = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try: yield
+    finally:
+        for s, h in prev.items(): signal.signal(s, h if h is not None else signal.SIG_DFL)
+

@@ -77,7 +77,8 @@ def build_run(cfg: Config) -> Run:
                           "set loss.weights.router=0")
     if tc.gradient_checkpointing: enable_gradient_checkpointing(student)
     student.train()
-    kd = make_kd(cfg.loss, s_tok, t_tok, student, teacher).to(device)
+    try: kd = make_kd(cfg.loss, s_tok, t_tok, student, teacher).to(device)
+    except ValueError as e: raise ConfigError(f'loss.kd_method={cfg.loss.kd_method!r}: {e}') from None
     d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
     aux = nn.ModuleDict()
     if _on(cfg, 'feature'):
@@ -314,7 +315,7 @@ def _train_checked(cfg: Config, progress: bool, t_session: float) -> dict:
     check_models_available(cfg)
     from kaggle_distill.data import check_source
     check_source(cfg.data.source, cfg.data.text_column)
-    resume_point(cfg)                                  # before any model loads: refuses another run's checkpoint
+    resume_point(cfg, warn=False)                      # before any model loads: refuses another run's checkpoint (the locked call warns)
     resolve_device(cfg.train.device); resolve_device(cfg.train.teacher_device) if cfg.train.teacher_device != 'auto' else None
     if world_size() == 1:
         with RunLock(cfg.run_dir): return _train(cfg, progress, t_session)
@@ -326,6 +327,8 @@ def _train(cfg: Config, progress: bool, t_session: float) -> dict:
     from kaggle_distill.checkpoint import StopSignal, seed_everything
     from kaggle_distill.data import step_batches
     from kaggle_distill.evaluate import eval_records
+    from kaggle_distill.files import write_atomic
+    from kaggle_distill.models import progress_quiet
     seed_everything(cfg.train.seed)                    # every generator; a resumed run restores them from the checkpoint
     found = from_main(resume_point(cfg) if is_main() else None)   # again under the lock; with torchrun, rank 0's choice
     with main_first(): run = build_run(cfg)            # with torchrun, rank 0 packs the data cache and the others read it
@@ -340,13 +343,13 @@ def _train(cfg: Config, progress: bool, t_session: float) -> dict:
     step_fn, world = (optimizer_step, 1) if world_size() == 1 else (dist_optimizer_step, world_size())
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / 'config.json').write_text(json.dumps(to_dict(cfg), indent=1))
+        write_atomic(run_dir / 'config.json', json.dumps(to_dict(cfg), indent=1), 'the run configuration')
     log = MetricsLog(run_dir / 'metrics.jsonl', keep_until=st.step if resumed else None) if main else _NoLog()
     if not resumed and main:
         with reserve.timing('eval'): ev = evaluate_run(run, 0)
         st.summary.update(teacher=_metrics(ev['teacher']), student_before=_metrics(ev['student']), student_latest={**_metrics(ev['student']), 'step': 0})
         log.write(*eval_records(ev, 0))
-    bar = tqdm(total=run.total, initial=st.step, desc='distill', disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=run.total, initial=st.step, desc='distill', disable=not progress or progress_quiet(), dynamic_ncols=True)
     last_eval, paused = None, None
     with StopSignal(tc.time_budget_s or None, start=t_session, reserve=reserve) as stop:
         while st.step < run.total and st.stopped is None:
@@ -391,6 +394,7 @@ class _NoLog:
 def finish(run: Run, st: TrainState, last_eval, paused: str | None) -> dict:
     "After the loop: `summary.json` and the report in every case; a final evaluation and the saved student unless paused."
     from kaggle_distill.report import write_report, summary_table
+    from kaggle_distill.files import atomic_path, write_atomic
     run_dir, status = Path(run.cfg.run_dir), run_status(st, paused, run.cfg.train)
     if status != 'paused':
         if st.stopped: print(f'stopped at step {st.step}/{run.total}: {st.stopped}')
@@ -399,14 +403,15 @@ def finish(run: Run, st: TrainState, last_eval, paused: str | None) -> dict:
         ev = last_eval[1] if last_eval and last_eval[0] == st.step and not run.ema else evaluate_run(run, st.step)
         t1 = time.perf_counter()
         st.summary['student_after'] = _metrics(ev['student'])
-        run.student.save_pretrained(run_dir / 'student'); run.s_tok.save_pretrained(run_dir / 'student')
+        with atomic_path(run_dir / 'student', 'the trained student') as tmp:    # whole or not at all
+            run.student.save_pretrained(tmp); run.s_tok.save_pretrained(tmp)
         if (pt := getattr(run, 'phase_timer', None)): pt.add('eval', t1 - t0); pt.add('save', time.perf_counter() - t1)
     summary = {**st.summary, 'status': status, 'config': to_dict(run.cfg), 'wall_s': round(st.elapsed_s, 1), 'steps': st.step,
                'total_steps': run.total, 'tokens': st.tokens, 'skipped': st.skipped, 'stopped': st.stopped, 'paused': paused,
                'data': run.data_stats,
                'time_s': time_split(run)}
     if status == 'paused': summary['resume'] = resume_hint(run_dir)
-    (run_dir / 'summary.json').write_text(json.dumps(summary, indent=1))
+    write_atomic(run_dir / 'summary.json', json.dumps(summary, indent=1), 'the run summary')
     report = write_report(run_dir)
     if status == 'paused': print(f"paused at step {st.step} of {run.total} ({paused}); {summary['resume']}")
     else: print(summary_table(summary))
