@@ -105,6 +105,9 @@ def _check_report_dir(run_dir: Path):
         raise ConfigError(f"report: {str(run_dir)[:80]!r} cannot be used ({why}); give the run_dir of a run")
     if not run_dir.is_dir():
         raise ConfigError(f"report: {str(run_dir)!r} is not a folder; give the run_dir of a run (the folder holding metrics.jsonl)")
+    if not (run_dir / 'metrics.jsonl').is_file():
+        raise ConfigError(f"report: {str(run_dir)!r} holds no metrics.jsonl, so it is not a run folder (nothing was written); "
+                          f"give the run_dir of a run")
 
 def main(argv=None) -> int:
     "Entry point of the `kaggle-distill` console script; its exit status is one of `EXIT_CODES`."

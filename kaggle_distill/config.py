@@ -147,6 +147,7 @@ EXIT_CODES = {'finished': 0, 'internal error': 1, 'bad input': 2, 'paused': 3, '
               'interrupted': 130}   # of `kaggle-distill`, see kaggle_distill.cli
 
 def _suggest(key: str, options) -> str:
+    if not isinstance(key, str): return ''
     close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ''
 
@@ -174,11 +175,11 @@ def _coerce(value, typ, key: str, errors: list):
     elif typ is str:
         if isinstance(value, str): return value
     elif typ is list:
-        if isinstance(value, (list, tuple)): return list(value)
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value): return list(value)
         if isinstance(value, str): return [v for v in value.split(',') if v]
     elif typ is dict:
         if isinstance(value, dict): return value
-    errors.append(f"{key}: expected {typ.__name__}, got {value!r} ({type(value).__name__})")
+    errors.append(f"{key}: expected {'a list of text' if typ is list else typ.__name__}, got {value!r} ({type(value).__name__})")
     return None
 
 def _check_range(value, md: dict, key: str, errors: list):
@@ -202,6 +203,8 @@ def _from_dict(cls, data, prefix: str, errors: list):
     kwargs = {}
     for key, value in data.items():
         path = f'{prefix}{key}'
+        if not isinstance(key, str):
+            errors.append(f"{prefix or 'config'}: key {key!r} is a {type(key).__name__}; keys are setting names"); continue
         if key not in known:
             errors.append(f"{path}: unknown key{_suggest(key, known)}; known keys: {', '.join(known)}"); continue
         f, typ = known[key], hints[key]
@@ -220,7 +223,7 @@ def _weights_from_dict(data, prefix: str, errors: list) -> dict:
         errors.append(f"{prefix}: expected a mapping of loss name to schedule, got {data!r}"); return default_weights()
     out = {n: Schedule() for n in LOSS_NAMES}
     for name, value in data.items():
-        if name not in LOSS_NAMES:
+        if not isinstance(name, str) or name not in LOSS_NAMES:
             errors.append(f"{prefix}.{name}: unknown loss{_suggest(name, LOSS_NAMES)}; losses: {', '.join(LOSS_NAMES)}")
             continue
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):

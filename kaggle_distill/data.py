@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_data.ipynb #12cf2a65
 from __future__ import annotations
-import hashlib, itertools, json, math, os, tempfile, unicodedata
+import hashlib, itertools, json, math, os, tempfile, unicodedata, warnings, zipfile
 from pathlib import Path
 from typing import Iterable, Iterator
 import numpy as np
@@ -465,10 +465,16 @@ def build_datasets(cfg_data, s_tok, t_tok, cache_dir=None, search=(), cache: boo
     t0, key, out = perf_counter(), data_cache_key(cfg_data, s_tok, t_tok), Path(cache_dir or data_cache_dir())
     found = (find_cached(key, [out], depth=0) or find_cached(key, search)) if cache else None
     if found is not None:
-        train, evalb = Blocks.load(found / f'{key}.train.npz'), Blocks.load(found / f'{key}.eval.npz')
-        stats = json.loads((found / f'{key}.stats.json').read_text())
-        if found != out: copy_cached(key, found, out)
-    else:
+        try:
+            train, evalb = Blocks.load(found / f'{key}.train.npz'), Blocks.load(found / f'{key}.eval.npz')
+            stats = json.loads((found / f'{key}.stats.json').read_bytes())
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:   # damaged on disk: a cache, so pack again
+            warnings.warn(f"packed data {found / key}.* cannot be read ({type(e).__name__}: {str(e)[:80]}); packing the text "
+                          f"again", stacklevel=2)
+            found = None
+        else:
+            if found != out: copy_cached(key, found, out)
+    if found is None:
         train, evalb, stats = _pack_source(cfg_data, s_tok, t_tok)
         if cache:
             train.save(out / f'{key}.train.npz'); evalb.save(out / f'{key}.eval.npz')

@@ -24,7 +24,7 @@ def read_metrics(path: Path | str) -> tuple[list[dict], list[dict], list[str]]:
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path} not found: is this a run folder? (it holds metrics.jsonl and summary.json)")
     recs, notes = {}, []
-    lines = path.read_text().splitlines()
+    lines = path.read_bytes().decode('utf-8', errors='replace').splitlines()      # a damaged byte spoils one line, not the report
     for i, line in enumerate(lines, 1):
         if not line.strip(): continue
         try:
@@ -292,7 +292,10 @@ def write_report(run_dir: Path | str) -> Path:
     run_dir = Path(run_dir)
     train, evals, notes = read_metrics(run_dir / 'metrics.jsonl')
     sp = run_dir / 'summary.json'
-    summary = json.loads(sp.read_text()) if sp.exists() else None
+    try: summary = json.loads(sp.read_bytes()) if sp.exists() else None
+    except ValueError as e: summary = None; notes.append(f'summary.json is not readable ({str(e)[:60]}); the report shows the curves only')
+    if summary is not None and not isinstance(summary, dict):
+        summary = None; notes.append('summary.json does not hold a summary; the report shows the curves only')
     (run_dir / 'plots').mkdir(exist_ok=True)
     made = []
     for name, plot in [*PLOTS.items(), ('evaluation', plot_eval), *([('routing', plot_router)] if routing_evals(evals) else [])]:

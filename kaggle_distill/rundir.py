@@ -15,9 +15,9 @@ from .optim import TrainState
 from .distributed import is_main
 
 # %% auto #0
-__all__ = ['SESSION_KEYS', 'run_state', 'restore_run_state', 'save_run', 'adopt_history', 'config_diff', 'check_writable',
-           'check_models_available', 'check_run_dir', 'check_resume_from', 'resume_folders', 'check_resume_config',
-           'resume_point', 'check_state_shapes', 'resume_run']
+__all__ = ['SESSION_KEYS', 'BEFORE_CONFIG', 'run_state', 'restore_run_state', 'save_run', 'adopt_history', 'config_diff',
+           'check_writable', 'check_models_available', 'foreign_entries', 'check_run_dir', 'check_resume_from',
+           'resume_folders', 'check_resume_config', 'resume_point', 'check_state_shapes', 'resume_run']
 
 # %% ../nbs/19_rundir.ipynb #2df22118
 def run_state(run: Run, opt, sched, scaler, loader, st: TrainState) -> dict:
@@ -115,6 +115,9 @@ def check_models_available(cfg: Config):
             except FileNotFoundError:
                 raise ConfigError(f"{key}={name!r} looks like a local path but is not a folder; give the folder holding the "
                                   f"saved {kind}, or an asset key ({', '.join(assets)})") from None
+            except OSError as e:
+                raise ConfigError(f"{key}={name[:80]!r} cannot be used ({(e.strerror or str(e)).lower()}); give the folder "
+                                  f"holding the saved {kind}, or an asset key ({', '.join(assets)})") from None
             if where == 'asset' and ASSETS[name].kind != kind:
                 raise ConfigError(f"{key}={name!r} is a {ASSETS[name].kind} asset, not a {kind}; use one of {', '.join(assets)}")
             if where == 'hub' and not _hub_available(name):
@@ -122,10 +125,22 @@ def check_models_available(cfg: Config):
                                   f"not in the hub cache, and the hub cannot be reached. Use an asset key or a folder with the "
                                   f"saved {kind}, or run where huggingface.co is reachable")
 
+BEFORE_CONFIG = ('data_cache', 'checkpoints', 'metrics.jsonl', '.lock')   # what a run's folder may hold before its config.json
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """What a folder without a `config.json` holds that no run writes before it (a killed writer's hidden temporaries
+    aside): such a folder is not a run folder, and a run there would overwrite or delete the user's files."""
+    if not Path(run_dir).is_dir() or (Path(run_dir) / 'config.json').exists(): return []
+    return sorted(n for n in os.listdir(run_dir) if n not in BEFORE_CONFIG and not (n.startswith('.') and n.endswith('.tmp')))
+
 def check_run_dir(cfg: Config):
     """Refuse a `run_dir` that is a file, is not writable, holds a damaged `metrics.jsonl` or a run of another configuration
     (before anything loads or is written)."""
     check_writable(Path(cfg.run_dir))
+    if foreign := foreign_entries(Path(cfg.run_dir)):
+        raise ConfigError(f"run_dir {cfg.run_dir!r} holds files that are not a kaggle-distill run ({_shown(foreign)}); a run "
+                          f"writes config.json, metrics.jsonl, checkpoints/, student/, report.md there, so nothing was changed. "
+                          f"Train into a new or empty folder (run_dir=<folder>)")
     from kaggle_distill.metrics import read_records
     if (m := Path(cfg.run_dir) / 'metrics.jsonl').exists(): read_records(m)      # a damaged line: refused now, not after loading
     p = Path(cfg.run_dir) / 'config.json'

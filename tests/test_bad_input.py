@@ -211,6 +211,17 @@ CASES = [
     ('resume-from-symlink-loop', lambda d: ['train', f'train.resume_from=[{_loop(d / "loop")}]'],
      ['train.resume_from:', 'cannot be used (too many levels of symbolic links)']),
     ('report-name-too-long', lambda d: ['report', str(d / ('r' * 300))], ['cannot be used (file name too long)']),
+    ('config-int-key', lambda d: ['config', '--config', str(_w(d / 'c.yaml', '1: 2\ntrain: {~: 3}\n'))],
+     ['config: key 1 is a int; keys are setting names', 'train.: key None is a NoneType']),
+    ('resume-from-not-text', lambda d: ['train', 'train.resume_from=[1, 2]'], ['train.resume_from: expected a list of text']),
+    # a folder that is not a run: a run there would overwrite config.json, metrics.jsonl, student/, report.md ...
+    ('run-dir-not-a-run', lambda d: ['train', f'run_dir={_w(d / "mine" / "notes.md", "x").parent}'],
+     ["holds files that are not a kaggle-distill run (notes.md)", 'Train into a new or empty folder']),
+    ('run-dir-user-student', lambda d: ['train', f'run_dir={_w(d / "mine" / "student" / "model.bin", "x").parent.parent}'],
+     ["holds files that are not a kaggle-distill run (student)"]),
+    ('model-name-too-long', lambda d: ['train', f'teacher.name={d / ("m" * 300)}'], ["teacher.name=", 'cannot be used (file name too long)']),
+    ('model-symlink-loop', lambda d: ['train', f'student.tokenizer={_loop(d / "tok")}'], ['looks like a local path but is not a folder']),
+    ('report-not-a-run', lambda d: ['report', str(_w(d / 'mine' / 'notes.md', 'x').parent)], ['holds no metrics.jsonl, so it is not a run folder']),
     # a damaged metrics.jsonl (not just a torn last line) is refused before work, with its line, and kept as it is
     ('metrics-damaged-line', lambda d: [_w(d / 'run' / 'metrics.jsonl', '{"kind": "train", "step": 1}\n{"kind": "tr\n{"kind": "train", "step": 2}\n') and 'train'],
      ['metrics.jsonl line 2 is not a metrics record', 'repair or delete that line']),
@@ -748,3 +759,14 @@ def test_kaggle_prepare_rerun_replaces_only_its_own_files(tmp_path):
     (up / 'kernel' / 'my-notes.md').write_text('mine')              # something of the user's: the next rerun refuses
     rc, out, err = run_forked(['kaggle', 'prepare', '--user', 'someone', '--out', str(up)], REPO)
     assert rc == 2 and 'did not write (kernel/my-notes.md)' in err and (up / 'kernel' / 'my-notes.md').read_text() == 'mine', err
+
+
+def test_report_on_damaged_files(tmp_path):
+    "`report` on a run whose summary.json is torn and whose metrics.jsonl has a damaged byte: the report, with notes; no traceback."
+    run = tmp_path / 'run'
+    _w(run / 'metrics.jsonl', b'{"kind": "train", "step": 1, "loss": {"total": 2.0}}\n\xff\xfe{"kind": "tr\n')
+    _w(run / 'summary.json', '{"status": "fini')
+    rc, out, err = run_forked(['report', str(run)], tmp_path)
+    assert rc == 0 and 'Traceback' not in err, (out, err)
+    md = (run / 'report.md').read_text()
+    assert 'summary.json is not readable' in md and 'line 2 of metrics.jsonl is unreadable' in md, md
