@@ -317,6 +317,7 @@ def check_prepare_out(out, repo='.') -> list[str]:
     if o == r or o in r.parents:
         raise refuse(f"is {'the checkout' if o == r else f'a folder holding the checkout {str(r)!r}'}: prepare writes only "
                      "into a folder of its own")
+    if r in o.parents and '.git' in o.relative_to(r).parts: raise refuse("is inside the checkout's .git folder")
     if here != out:
         if not os.access(here, os.W_OK | os.X_OK): raise refuse(f'cannot be created: {str(here)!r} is not writable')
         return []

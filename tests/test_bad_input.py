@@ -705,6 +705,7 @@ PREPARE_CASES = [   # (id, setup(root) -> extra args, cwd relative to root, expe
     ('out-is-home-like', lambda r: ['--out', str(r)], 'clone', ['is a folder holding the checkout']),
     ('out-has-other-files', lambda r: [_w(r / 'mine' / 'notes.txt', 'x') and '--out', str(r / 'mine')], 'clone',
      ['holds files kaggle prepare did not write (notes.txt); nothing was changed', 'give a new or empty folder with --out']),
+    ('out-inside-git', lambda r: ['--out', '.git/upload'], 'clone', ["is inside the checkout's .git folder"]),
     ('out-is-a-file', lambda r: ['--out', str(_w(r / 'afile', 'x'))], 'clone', ['is a file, not a folder']),
     ('out-under-a-file', lambda r: ['--out', str(_w(r / 'afile', 'x') / 'up')], 'clone', ['which is a file, not a folder']),
     ('out-foreign-marker', lambda r: ['--out', str(_w(r / 'up' / '.kaggle-distill-prepare.json', '{"files": []}').parent)], 'clone',
