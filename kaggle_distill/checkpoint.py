@@ -19,8 +19,7 @@ __all__ = ['TENSORS', 'META', 'MANIFEST', 'FORMAT', 'SESSION_START_ENV', 'RESERV
            'capture_rng', 'restore_rng', 'seed_everything', 'CorruptCheckpoint', 'CheckpointWarning', 'sha256_file',
            'fsync_path', 'checkpoint_step', 'save_checkpoint', 'UnreadableCheckpoint', 'verify_checkpoint',
            'Checkpoint', 'load_checkpoint', 'list_checkpoints', 'find_latest_valid', 'find_latest', 'copy_checkpoint',
-           'save_state', 'StopSignal', 'interrupted_message', 'process_start_time', 'session_start', 'SessionReserve',
-           'RunBusy', 'RunLock']
+           'save_state', 'StopSignal', 'process_start_time', 'session_start', 'SessionReserve', 'RunBusy', 'RunLock']
 
 # %% ../nbs/21_checkpoint.ipynb #2b97e57e
 _TAGS = ('__tensor__', '__tuple__', '__items__', '__ndarray__', '__bytes__')
@@ -210,7 +209,7 @@ def _check_json(obj, path: str = 'meta') -> None:
             _check_json(v, f'{path}[{k!r}]')
     else: raise TypeError(f'{path} is a {type(obj).__name__}, not JSON; tensors go in `tensors`, other objects through flatten_state')
 
-from .files import DiskFull, DISK_FULL_ERRNOS       # one class for every full disk; here with the space a checkpoint needs
+from .files import DiskFull       # one class for every full disk; here with the space a checkpoint needs
 
 def _disk_full(folder: Path, step: int, need: int, free: int) -> DiskFull:
     return DiskFull(f'disk full: {need / 1e9:.2f} GB needed for checkpoint step {step} in {folder} but {free / 1e9:.2f} GB '
@@ -413,10 +412,7 @@ def find_latest_valid(folders: str | os.PathLike | Iterable[str | os.PathLike], 
     caller can check what run it belongs to before building anything); warns about each corrupt one skipped; None if none."""
     skipped = []
     for p in list_checkpoints(folders, depth):
-        try:
-            verify_checkpoint(p)
-            try: meta = json.loads((p / META).read_bytes())
-            except OSError as e: raise _unreadable(p, META, e) from None
+        try: verify_checkpoint(p); meta = json.loads((p / META).read_bytes())     # verified: readable
         except CorruptCheckpoint as e: skipped.append(e); continue
         for s in skipped: warnings.warn(f'skipped {_kind(s)} checkpoint {s} Using {p} (step {checkpoint_step(p)}) instead.', CheckpointWarning, stacklevel=2)
         return p, meta
@@ -448,12 +444,8 @@ def copy_checkpoint(src: str | os.PathLike, folder: str | os.PathLike) -> Path:
         for f in (TENSORS, META, MANIFEST):               # the manifest last, as a save writes it
             shutil.copyfile(src / f, tmp / f); fsync_path(tmp / f)
         fsync_path(tmp); os.rename(tmp, final); fsync_path(folder)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and not isinstance(e, DiskFull) and e.errno in DISK_FULL_ERRNOS:
-            raise DiskFull(f'disk full: no space left to copy checkpoint {src} into {folder}; nothing half-written was kept. '
-                           'Free space (or use run_dir=<a folder on a larger disk>) and run the same command again') from None
-        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
     return final
 
 # %% ../nbs/21_checkpoint.ipynb #b817ce33
@@ -510,20 +502,6 @@ class StopSignal:
         "Why to stop now: 'SIGTERM', 'SIGINT', 'time budget' (no more than `reserve()` seconds left), or None to go on."
         if self.received: return self.received
         return 'time budget' if self.remaining() <= self.reserve() else None
-
-# %% ../nbs/21_checkpoint.ipynb #dc6bcfbb
-def interrupted_message(signal_name: str = 'SIGINT', run_dir=None) -> str:
-    "What an interrupted command tells the user: that nothing half-written is left, and where a rerun of `run_dir` goes on from."
-    how = {'SIGINT': 'Ctrl-C (SIGINT)', 'SIGTERM': 'SIGTERM'}.get(signal_name, signal_name)
-    try: newest = list_checkpoints(Path(run_dir) / 'checkpoints', depth=0) if run_dir else []
-    except Exception: newest = []
-    if newest:
-        return (f"interrupted by {how}; nothing half-written is left (files are written whole or not at all). The checkpoint "
-                f"at step {checkpoint_step(newest[0])} is kept: run the same command again to continue from it")
-    if run_dir:
-        return (f"interrupted by {how} before this run's first checkpoint: there is nothing to resume and nothing half-written "
-                f"is left; run the same command again to start (packed data kept in {Path(run_dir) / 'data_cache'} is reused)")
-    return f"interrupted by {how}; nothing half-written is left (files are written whole or not at all): run the command again"
 
 # %% ../nbs/21_checkpoint.ipynb #9cb4b8ff
 SESSION_START_ENV = 'KAGGLE_DISTILL_SESSION_START'

@@ -9,7 +9,8 @@ from pathlib import Path
 from .config import ConfigError, EXIT_CODES, PRESETS, load_config, describe
 
 # %% auto #0
-__all__ = ['DEBUG_ENV', 'EXIT_HELP', 'KEYS_HELP', 'ENV_FIXES', 'train_status', 'make_parser', 'environment_error', 'main']
+__all__ = ['DEBUG_ENV', 'EXIT_HELP', 'KEYS_HELP', 'ENV_FIXES', 'train_status', 'make_parser', 'interrupted_message',
+           'environment_error', 'main']
 
 # %% ../nbs/50_cli.ipynb #474cfd89
 DEBUG_ENV = 'KAGGLE_DISTILL_DEBUG'   # set to 1 to see the traceback of bad-input errors (as --debug does)
@@ -76,6 +77,21 @@ def make_parser() -> argparse.ArgumentParser:
     kp.add_argument('--preset', default=None, help=f"pin the kernel's preset ({', '.join(PRESETS)}); default: chosen from the GPU")
     return p
 
+# %% ../nbs/50_cli.ipynb #3430cdb0
+def interrupted_message(signal_name: str = 'SIGINT', run_dir=None) -> str:
+    "What an interrupted command tells the user: that nothing half-written is left, and where a rerun of `run_dir` goes on from."
+    how = {'SIGINT': 'Ctrl-C (SIGINT)', 'SIGTERM': 'SIGTERM'}.get(signal_name, signal_name)
+    from kaggle_distill.checkpoint import list_checkpoints, checkpoint_step
+    try: newest = list_checkpoints(Path(run_dir) / 'checkpoints', depth=0) if run_dir else []
+    except Exception: newest = []
+    if newest:
+        return (f"interrupted by {how}; nothing half-written is left (files are written whole or not at all). The checkpoint "
+                f"at step {checkpoint_step(newest[0])} is kept: run the same command again to continue from it")
+    if run_dir:
+        return (f"interrupted by {how} before this run's first checkpoint: there is nothing to resume and nothing half-written "
+                f"is left; run the same command again to start (packed data kept in {Path(run_dir) / 'data_cache'} is reused)")
+    return f"interrupted by {how}; nothing half-written is left (files are written whole or not at all): run the command again"
+
 # %% ../nbs/50_cli.ipynb #7501e7ad
 def _bad_input_errors() -> tuple:
     "The exceptions that mean the user's input (or disk) is at fault; each module raises them where the input enters."
@@ -140,7 +156,6 @@ def main(argv=None) -> int:
         print(f'kaggle-distill: {e}', file=sys.stderr); return EXIT_CODES['bad input']
     except KeyboardInterrupt as e:
         if debug: raise
-        from kaggle_distill.checkpoint import interrupted_message
         print(f"kaggle-distill: {interrupted_message(getattr(e, 'signal_name', 'SIGINT'), run_dir)}", file=sys.stderr)
         return EXIT_CODES['interrupted']
     except OSError as e:                                 # the machine's fault (a full disk, permissions), wherever it came up

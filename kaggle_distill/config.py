@@ -204,7 +204,7 @@ def _from_dict(cls, data, prefix: str, errors: list):
     for key, value in data.items():
         path = f'{prefix}{key}'
         if not isinstance(key, str):
-            errors.append(f"{prefix or 'config'}: key {key!r} is a {type(key).__name__}; keys are setting names"); continue
+            errors.append(f"{prefix.rstrip('.') or 'config'}: key {key!r} is a {type(key).__name__}; keys are setting names"); continue
         if key not in known:
             errors.append(f"{path}: unknown key{_suggest(key, known)}; known keys: {', '.join(known)}"); continue
         f, typ = known[key], hints[key]
@@ -468,8 +468,8 @@ def parse_override(text: str) -> dict:
             value = load_yaml(s) if quoted else s
             if not isinstance(value, str): value = s
         else: value = load_yaml(raw) if s else ''
-    except (yaml.YAMLError, ParseRefused) as e:
-        raise ConfigError(f"override {_short(text)!r}: value is not valid YAML ({e})") from None
+    except ParseRefused as e: raise ConfigError(f"override {_short(text)!r}: {str(e).removeprefix('line 1: ')}") from None
+    except yaml.YAMLError as e: raise ConfigError(f"override {_short(text)!r}: value is not valid YAML ({e})") from None
     for part in reversed(key.split('.')): value = {part: value}
     return value
 

@@ -212,7 +212,7 @@ CASES = [
      ['train.resume_from:', 'cannot be used (too many levels of symbolic links)']),
     ('report-name-too-long', lambda d: ['report', str(d / ('r' * 300))], ['cannot be used (file name too long)']),
     ('config-int-key', lambda d: ['config', '--config', str(_w(d / 'c.yaml', '1: 2\ntrain: {~: 3}\n'))],
-     ['config: key 1 is a int; keys are setting names', 'train.: key None is a NoneType']),
+     ['config: key 1 is a int; keys are setting names', 'train: key None is a NoneType']),
     ('resume-from-not-text', lambda d: ['train', 'train.resume_from=[1, 2]'], ['train.resume_from: expected a list of text']),
     # a folder that is not a run: a run there would overwrite config.json, metrics.jsonl, student/, report.md ...
     ('run-dir-not-a-run', lambda d: ['train', f'run_dir={_w(d / "mine" / "notes.md", "x").parent}'],
