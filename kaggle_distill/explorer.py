@@ -74,10 +74,12 @@ def schedule_values(cfg: Config) -> dict:
     return {k: getattr(sched(k), k.rsplit('.', 1)[1]) for k in schedule_keys()}
 
 def slider_range(key: str, value: float) -> tuple[float, float, float]:
-    "(min, max, step) of a key's slider: the config field's `lo`/`hi`; no `hi` (a weight, a temperature) gives max(1, ⌈2 × value⌉)."
+    """(min, max, step) of a key's slider: the config field's `lo`, and max(1, ⌈2 × value⌉) capped by its `hi` (a fraction
+    stops at 1; a weight or a temperature, whose `hi` only guards against typos, at twice its value)."""
     md = SCHEDULE_FIELDS[key.rsplit('.', 1)[1]]
     lo = md['lo'] if md['lo'] is not None else 0.0
-    hi = md['hi'] if md['hi'] is not None else float(max(1, math.ceil(2 * value)))
+    hi = float(max(1, math.ceil(2 * value)))
+    if md['hi'] is not None: hi = min(hi, float(md['hi']))
     return float(lo), float(hi), 0.01 if md['hi'] == 1.0 else 0.001
 
 # %% ../nbs/32_explorer.ipynb #825e5232

@@ -24,7 +24,7 @@ def read_metrics(path: Path | str) -> tuple[list[dict], list[dict], list[str]]:
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path} not found: is this a run folder? (it holds metrics.jsonl and summary.json)")
     recs, notes = {}, []
-    lines = path.read_text().splitlines()
+    lines = path.read_bytes().decode('utf-8', errors='replace').splitlines()      # a damaged byte spoils one line, not the report
     for i, line in enumerate(lines, 1):
         if not line.strip(): continue
         try:
@@ -293,16 +293,22 @@ def status_line(summary: dict) -> str:
 
 def write_report(run_dir: Path | str) -> Path:
     "Write `run_dir/plots/*.png` and `run_dir/report.md` from metrics.jsonl and summary.json; return report.md's path."
+    from kaggle_distill.files import atomic_path, write_atomic
     run_dir = Path(run_dir)
     train, evals, notes = read_metrics(run_dir / 'metrics.jsonl')
     sp = run_dir / 'summary.json'
-    summary = json.loads(sp.read_text()) if sp.exists() else None
+    try: summary = json.loads(sp.read_bytes()) if sp.exists() else None
+    except ValueError as e: summary = None; notes.append(f'summary.json is not readable ({str(e)[:60]}); the report shows the curves only')
+    if summary is not None and not isinstance(summary, dict):
+        summary = None; notes.append('summary.json does not hold a summary; the report shows the curves only')
     (run_dir / 'plots').mkdir(exist_ok=True)
     made = []
     for name, plot in [*PLOTS.items(), ('evaluation', plot_eval), *([('routing', plot_router)] if routing_evals(evals) else [])]:
         recs = evals if name in ('evaluation', 'routing') else train
         if not recs: notes.append(f'no {"eval" if name == "evaluation" else "train"} records: {name}.png not drawn'); continue
-        plot(recs).savefig(run_dir / 'plots' / f'{name}.png', dpi=100); made.append(name)
+        fig = plot(recs)
+        with atomic_path(run_dir / 'plots' / f'{name}.png', 'a report plot') as tmp: fig.savefig(tmp, dpi=100, format='png')
+        made.append(name)
     md = [f'# Distillation report: {run_dir.name}', '']
     if summary is None: md += ['`summary.json` is missing: the run has not finished; only the curves are shown.', '']
     else:
@@ -321,7 +327,7 @@ def write_report(run_dir: Path | str) -> Path:
     if summary is not None and summary.get('config') is not None:
         md += ['## Configuration', '', '```yaml', yaml.safe_dump(summary['config'], sort_keys=False).rstrip(), '```', '']
     out = run_dir / 'report.md'
-    out.write_text('\n'.join(md))
+    write_atomic(out, '\n'.join(md), 'the report')
     return out
 
 # %% ../nbs/31_report.ipynb #c54aaff7

@@ -24,8 +24,8 @@ from .rundir import (save_run, check_run_dir, check_models_available, resume_poi
 from .metrics import MetricsLog, PhaseTimer, train_record, run_status, resume_hint, time_split, hardware_facts
 
 # %% auto #0
-__all__ = ['Run', 'build_run', 'teacher_at_pairs', 'attention_for_step', 'compute_loss', 'StepResult', 'clip_grads',
-           'optimizer_step', 'dist_optimizer_step', 'evaluate_run', 'train', 'finish']
+__all__ = ['Run', 'build_run', 'teacher_at_pairs', 'compute_loss', 'StepResult', 'clip_grads', 'optimizer_step',
+           'dist_optimizer_step', 'evaluate_run', 'train', 'finish']
 
 # %% ../nbs/20_trainer.ipynb #14261000
 @dataclass
@@ -64,26 +64,22 @@ def build_run(cfg: Config) -> Run:
     from kaggle_distill.models import load_model_spec, dtype_policy, enable_gradient_checkpointing, layer_map
     from kaggle_distill.retokenize import make_kd
     from kaggle_distill.losses import CombinedLoss, FeatureLoss, ContrastiveLoss
-    from kaggle_distill.sparse_target import HIDDEN_STATE_TERMS, kd_target_cacheable, method_space
-    from kaggle_distill.teach import heldout_signal, load_run_data, train_signal
+    from kaggle_distill.sparse_target import kd_target_cacheable, method_space
+    from kaggle_distill.teach import load_run_data, teacher_side
     tc = cfg.train
     device = resolve_device(tc.device)
     t_device = device if tc.teacher_device == 'auto' else resolve_device(tc.teacher_device)
     s_tok, t_tok, train_blocks, eval_blocks, stats = load_run_data(cfg)
-    signal = train_signal(cfg, stats['cache_key'], len(train_blocks))      # a teacher cache of this run: the teacher stays unloaded
     eval_batches = list(make_loader(eval_blocks, tc.batch_size, s_tok, t_tok, shuffle=False))
-    heldout = heldout_signal(cfg, s_tok, t_tok, eval_batches, stats['cache_key'], compute=False)   # the teacher's held-out side, if stored
-    needs = [n for n in HIDDEN_STATE_TERMS if _on(cfg, n)] + (['kd'] if _on(cfg, 'kd') and signal is None else []) + (['held-out'] if heldout is None else [])
-    torch.manual_seed(tc.seed)
-    teacher = load_model_spec(cfg.teacher, 'teacher', t_device, t_tok, seed=tc.seed) if needs else None
-    if not needs and signal is None and is_main(): print(f"the teacher's held-out side is stored ({heldout.folder}) and no term needs the teacher: it is not loaded")
+    signal, heldout, teacher = teacher_side(cfg, stats['cache_key'], len(train_blocks), eval_batches, s_tok, t_tok, t_device)   # teacher: None when no term needs it
     student = load_model_spec(cfg.student, 'student', device, s_tok, seed=tc.seed)
     if _on(cfg, 'router') and not getattr(student.config, 'num_experts', None):
         raise ConfigError("loss.weights.router is on but the student has no router (it is not a mixture of experts); "
                           "set loss.weights.router=0")
     if tc.gradient_checkpointing: enable_gradient_checkpointing(student)
     student.train()
-    kd = make_kd(cfg.loss, s_tok, t_tok, student, teacher).to(device)
+    try: kd = make_kd(cfg.loss, s_tok, t_tok, student, teacher).to(device)
+    except ValueError as e: raise ConfigError(f'loss.kd_method={cfg.loss.kd_method!r}: {e}') from None
     d_s, d_t = student.config.hidden_size, None if teacher is None else teacher.config.hidden_size   # no hidden-state term from a cache
     aux = nn.ModuleDict()
     if _on(cfg, 'feature'):
@@ -117,27 +113,13 @@ def _on(cfg: Config, name: str) -> bool:
     "True when loss `name` has a non-zero weight at some point of the run."
     return not cfg.loss.weights[name].is_off
 
-def _feature_loss(run: Run, s_hidden, t_hidden, s_at, t_at) -> Tensor:
-    "Feature loss between mapped student and teacher layers (`layer_map`), at the aligned positions."
-    from kaggle_distill.models import paired_hidden_states
-    pairs = paired_hidden_states(s_hidden, t_hidden)
-    return run.aux['feature']([s[s_at] for s, _ in pairs], [t[t_at].to(run.device) for _, t in pairs])
-
-def attention_for_step(run: Run, probs: bool):
-    """Eager attention on teacher and student while the attention loss has weight (only eager returns the probabilities),
-    else the implementation they were loaded with (SDPA): switched at the step where the term turns on, and back."""
-    for m in (x for x in (run.teacher, run.student) if x is not None):
-        base = m.__dict__.setdefault('_kd_attn_base', m.config._attn_implementation)
-        want = 'eager' if probs else base
-        if m.config._attn_implementation != want: m.set_attn_implementation(want)
-
 def compute_loss(run: Run, batch: dict, step: int, target=None, return_logits: bool = False):
     """The loss at optimizer `step` of `batch`: a `LossResult` (total + every component raw, weight, weighted). The KD term
     reads the teacher's stored target of the batch's pairs when there is one (`target`, or the run's teacher cache), else
     runs the teacher. With `return_logits`, also the student's logits."""
-    from kaggle_distill.losses import attention_loss, router_balance_loss
+    from kaggle_distill.losses import attention_loss, attention_for_step, feature_loss_at, router_balance_loss
     w, T = run.curriculum.weights(step, run.total), run.curriculum.temperature(step, run.total)
-    attention_for_step(run, w['attention'] > 0)
+    attention_for_step((run.teacher, run.student), w['attention'] > 0)   # eager only while the attention term has weight
     s = _to({k: batch[k] for k in ('s_ids', 's_mask')}, run.device)
     tb = _to({k: batch[k] for k in ('t_ids', 't_mask', 'pair_b', 'pair_t')}, run.teacher_device)
     pb, ps = batch['pair_b'].to(run.device), batch['pair_s'].to(run.device)
@@ -177,7 +159,7 @@ def compute_loss(run: Run, batch: dict, step: int, target=None, return_logits: b
         both = functools.cache(lambda: lm_and_stored_kd(out.logits, s['s_ids'], s['s_mask'], (pb, ps), stored_tg(), run.space))
         terms['lm'], terms['kd'] = (lambda: both()[0]), (lambda: both()[1])
     if _on(run.cfg, 'feature'):
-        terms['feature'] = lambda: _feature_loss(run, out.hidden_states, teacher()[2].hidden_states, (pb, ps), (tb['pair_b'], tb['pair_t']))
+        terms['feature'] = lambda: feature_loss_at(run.aux['feature'], out.hidden_states, teacher()[2].hidden_states, (pb, ps), (tb['pair_b'], tb['pair_t']))
     if _on(run.cfg, 'contrastive'):
         terms['contrastive'] = lambda: run.aux['contrastive'](out.hidden_states[-1][pb, ps], teacher()[1])
     if _on(run.cfg, 'attention'):
@@ -341,7 +323,7 @@ def _train_checked(cfg: Config, progress: bool, t_session: float) -> dict:
     check_models_available(cfg)
     from kaggle_distill.data import check_source
     check_source(cfg.data.source, cfg.data.text_column)
-    resume_point(cfg)                                  # before any model loads: refuses another run's checkpoint
+    resume_point(cfg, warn=False)                      # before any model loads: refuses another run's checkpoint (the locked call warns)
     resolve_device(cfg.train.device); resolve_device(cfg.train.teacher_device) if cfg.train.teacher_device != 'auto' else None
     if world_size() == 1:
         with RunLock(cfg.run_dir): return _train(cfg, progress, t_session)
@@ -353,6 +335,9 @@ def _train(cfg: Config, progress: bool, t_session: float) -> dict:
     from kaggle_distill.checkpoint import StopSignal, seed_everything
     from kaggle_distill.data import step_batches
     from kaggle_distill.evaluate import eval_records
+    from kaggle_distill.teach import check_signal
+    from kaggle_distill.files import write_atomic
+    from kaggle_distill.models import progress_quiet
     seed_everything(cfg.train.seed)                    # every generator; a resumed run restores them from the checkpoint
     found = from_main(resume_point(cfg) if is_main() else None)   # again under the lock; with torchrun, rank 0's choice
     with main_first(): run = build_run(cfg)            # with torchrun, rank 0 packs the data cache and the others read it
@@ -363,24 +348,20 @@ def _train(cfg: Config, progress: bool, t_session: float) -> dict:
     loader, reserve = run.train_loader, PhaseTimer(tc.time_budget_s, run, t_session)
     st, resumed = resume_run(run, opt, sched, scaler, found, resume_folders(cfg))
     mode = 'cache' if run.signal is not None else 'online'
-    if resumed and st.signal != mode:
-        raise ConfigError(f"this run trained its first {st.step} steps with the teacher {'online' if st.signal == 'online' else 'from a teacher cache'}; "
-                          f"now {'a teacher cache was found' if mode == 'cache' else 'no teacher cache of it was found'}. A run keeps one signal: "
-                          + ("train it online (train.teacher_cache=online)" if st.signal == 'online' else
-                             "put its teacher cache back (run_dir/teacher_cache or a train.resume_from folder), or start a new run"))
+    if resumed: check_signal(st.signal, mode, st.step)             # a run keeps the teacher signal it started with
     st.signal, run.session_tokens0 = mode, st.tokens
     broadcast_trainables(run)                          # with torchrun: rank 0's weights everywhere, as DDP does
     stream = loader.forever()                          # continues exactly where the checkpoint's loader stopped
     step_fn, world = (optimizer_step, 1) if world_size() == 1 else (dist_optimizer_step, world_size())
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / 'config.json').write_text(json.dumps(to_dict(cfg), indent=1))
+        write_atomic(run_dir / 'config.json', json.dumps(to_dict(cfg), indent=1), 'the run configuration')
     log = MetricsLog(run_dir / 'metrics.jsonl', keep_until=st.step if resumed else None) if main else _NoLog()
     if not resumed and main:
         with reserve.timing('eval'): ev = evaluate_run(run, 0)
         st.summary.update(teacher=_metrics(ev['teacher']), student_before=_metrics(ev['student']), student_latest={**_metrics(ev['student']), 'step': 0})
         log.write(*eval_records(ev, 0))
-    bar = tqdm(total=run.total, initial=st.step, desc='distill', disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=run.total, initial=st.step, desc='distill', disable=not progress or progress_quiet(), dynamic_ncols=True)
     last_eval, paused = None, None
     with StopSignal(tc.time_budget_s or None, start=t_session, reserve=reserve) as stop:
         while st.step < run.total and st.stopped is None:
@@ -427,6 +408,7 @@ class _NoLog:
 def finish(run: Run, st: TrainState, last_eval, paused: str | None) -> dict:
     "After the loop: `summary.json` and the report in every case; a final evaluation and the saved student unless paused."
     from kaggle_distill.report import write_report, summary_table
+    from kaggle_distill.files import atomic_path, write_atomic
     run_dir, status = Path(run.cfg.run_dir), run_status(st, paused, run.cfg.train)
     if status != 'paused':
         if st.stopped: print(f'stopped at step {st.step}/{run.total}: {st.stopped}')
@@ -436,7 +418,8 @@ def finish(run: Run, st: TrainState, last_eval, paused: str | None) -> dict:
         t1 = time.perf_counter()
         st.summary['student_after'] = _metrics(ev['student'])
         st.summary['heldout_blocks'] = {'student_nll': ev['blocks']['s_nll'], 'bytes': ev['blocks']['bytes']}   # for paired comparisons
-        run.student.save_pretrained(run_dir / 'student'); run.s_tok.save_pretrained(run_dir / 'student')
+        with atomic_path(run_dir / 'student', 'the trained student') as tmp:    # whole or not at all
+            run.student.save_pretrained(tmp); run.s_tok.save_pretrained(tmp)
         if (pt := getattr(run, 'phase_timer', None)): pt.add('eval', t1 - t0); pt.add('save', time.perf_counter() - t1)
     sig = run.signal
     summary = {**st.summary, 'status': status, 'config': to_dict(run.cfg), 'training_s': round(st.elapsed_s, 1), 'steps': st.step,
@@ -445,7 +428,7 @@ def finish(run: Run, st: TrainState, last_eval, paused: str | None) -> dict:
                'teacher_signal': {'mode': st.signal} | ({'folder': str(sig.folder), 'k': sig.k, 'exact': sig.exact,
                                                         'bytes_per_position': sig.record_bytes} if sig is not None else {})}
     if status == 'paused': summary['resume'] = resume_hint(run_dir)
-    (run_dir / 'summary.json').write_text(json.dumps(summary, indent=1))
+    write_atomic(run_dir / 'summary.json', json.dumps(summary, indent=1), 'the run summary')
     report = write_report(run_dir)
     if status == 'paused': print(f"paused at step {st.step} of {run.total} ({paused}); {summary['resume']}")
     else: print(summary_table(summary))
