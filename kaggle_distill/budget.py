@@ -13,9 +13,9 @@ from .models import count_parameters, active_parameters, dtype_policy, resolve_d
 from .distributed import data_parallel_speedup
 
 # %% auto #0
-__all__ = ['GB', 'DEVICES', 'ALIGNED_SHARE', 'RETOK_PASSES', 'RETOK_GROUPS', 'TEACHER_PER_STUDENT', 'Device', 'device_of',
-           'StepShapes', 'model_dicts', 'aux_parameters', 'memory_model', 'memory_table', 'step_cost',
-           'throughput_model']
+__all__ = ['GB', 'DEVICES', 'ALIGNED_SHARE', 'SPAN_ROWS_PER_PAIR', 'MODES', 'RETOK_PASSES', 'RETOK_GROUPS', 'TEACHER_PER_STUDENT',
+           'Device', 'device_of', 'StepShapes', 'model_dicts', 'aux_parameters', 'memory_model', 'memory_table',
+           'step_cost', 'throughput_model']
 
 # %% ../nbs/26_budget.ipynb #8e86ef72
 GB = 1e9
@@ -94,11 +94,18 @@ def aux_parameters(cfg, teacher: dict, student: dict) -> int:
     n = len(layer_map(student['num_hidden_layers'], teacher['num_hidden_layers'])) * d_s * d_t if _on(cfg, 'feature') else 0
     return n + (d_s * d_t if _on(cfg, 'contrastive') else 0)
 
+SPAN_ROWS_PER_PAIR = 0.02  # teacher rows inside the student tokens' spans per aligned pair (retok's observed cells): 0.011 measured on Shakespeare (test below), doubled
+MODES = ('online', 'teach', 'cache')
+
 def memory_model(cfg, device: str | Device = 't4', teacher: dict | None = None, student: dict | None = None,
-                 shapes: StepShapes | None = None, n_groups: int | None = None, chunk: int = 256) -> dict:
+                 shapes: StepShapes | None = None, n_groups: int | None = None, chunk: int = 256, mode: str = 'online') -> dict:
     """One process's memory on `device` for `cfg` (its models' configuration dicts default to `model_dicts(cfg)`), in
-    bytes per term: `static`, `forward`, `backward`, `eval`, and the `peak` (static + the largest moment) with its
-    `phase`. `n_groups` is the retok map's group count (default: the student's vocabulary, an upper bound)."""
+    bytes per term: `static`, then each moment of `parts`, their totals with the static part (`moments`), and the
+    `peak` with its `phase`. `n_groups` is the retok map's group count (default: the student's vocabulary, an upper
+    bound). `mode`: 'online' (training with the teacher loaded: `forward`, `backward`, `eval`, `resume`), 'teach'
+    (`kaggle-distill teach`, the teacher alone: `teach` over training blocks, `heldout` over the held-out ones), or
+    'cache' (training from a teacher cache, the teacher not loaded: the online moments without the teacher)."""
+    if mode not in MODES: raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     dev = device_of(device)
     if teacher is None or student is None: teacher, student = model_dicts(cfg)
     pol = dtype_policy('cuda', dev.capability) if dev.capability else dtype_policy('cpu')
@@ -112,45 +119,63 @@ def memory_model(cfg, device: str | Device = 't4', teacher: dict | None = None, 
     d_s, d_t, n_s, n_t = student['hidden_size'], teacher['hidden_size'], student['num_hidden_layers'], teacher['num_hidden_layers']
     ffn_s, ffn_t = student['intermediate_size'], teacher.get('moe_intermediate_size') or teacher['intermediate_size']
     c = min(chunk, P)
-    static = {'teacher weights': N_t * a_t, 'student weights': N_s * a_s, 'student gradients': N_s * a_s,
-              'AdamW moments': 2 * N_s * a_s, 'auxiliary heads (weights, gradients, moments)': 4 * N_aux * 4,
-              'EMA of the student': N_s * a_s if cfg.train.ema > 0 else 0,
-              'gradient exchange bucket': 2 * 64 * 2 ** 20 if sh.processes > 1 else 0}
-    autocast_copies = N_s * a_c if pol.autocast else 0
-    layer_inputs = n_s * B * L * d_s * 4 if cfg.train.gradient_checkpointing else n_s * B * L * (10 * d_s + 4 * ffn_s) * a_c
-    attn = cfg.loss.weights['attention'] if 'attention' in cfg.loss.weights else None
-    probs = (n_t * B * teacher['num_attention_heads'] * Lt * Lt * a_t + n_s * B * student['num_attention_heads'] * L * L * a_c
-             if _on(cfg, 'attention') else 0)
-    t_hidden = ((n_t + 1) * B * Lt * d_t * a_t if _on(cfg, 'feature') or _on(cfg, 'routed_feature')
-                else B * Lt * (4 * d_t + 3 * ffn_t) * a_t)
-    forward = {'autocast copies of the student weights': autocast_copies, 'checkpointed layer inputs': layer_inputs,
-               'student logits': B * L * V_s * a_c, 'LM log-softmax kept for the backward': B * L * V_s * 4,
-               'teacher logits at the pairs (float32)': P * V_t * 4,
-               'KD chunk (teacher and student buffers, cell space)': c * V_t * 4 + 2 * c * V_s * 4 + 6 * c * G * 4,
-               'KD gradient stored for the backward': P * V_s * 4, 'teacher activations': t_hidden,
-               'attention probabilities (attention loss)': probs}
-    backward = {'autocast copies of the student weights': autocast_copies, 'checkpointed layer inputs': layer_inputs,
-                'one layer recomputed': B * L * (10 * d_s + 4 * ffn_s) * a_c if cfg.train.gradient_checkpointing else 0,
-                'LM log-softmax and its gradient': 2 * B * L * V_s * 4, "logits' gradient (LM and KD)": 2 * B * L * V_s * a_c,
-                'KD gradient stored (scaled in place)': P * V_s * 4}
-    evaluation = {'teacher logits of a batch': B * (Lt + 1) * V_t * a_t, 'teacher rows at the pairs': P * V_t * a_t,
-                  'one float32 NLL chunk': min(2 ** 26, Lt * V_t) * 4, 'student logits and rows at the pairs': (B * L + P) * V_s * a_c,
-                  'agreement in float32 (both log-softmaxes, the shared columns)': P * (V_t + 3 * V_s) * 4,
-                  'teacher activations': B * Lt * (4 * d_t + 3 * ffn_t) * a_t}
-    state = N_s * a_s * 3 + 3 * N_aux * 4 + static['EMA of the student']   # a checkpoint: weights, AdamW moments, heads
-    resume = {'checkpoint read back (memory-mapped, then copied)': 2 * state if dev.capability is None else 0}   # a GPU reads it to the CPU
+    t_body = B * Lt * (4 * d_t + 3 * ffn_t) * a_t                        # one teacher layer's transient activations
+    if mode == 'teach':
+        Bt = cfg.teach.batch_size or B                                   # teach's own batch, pairs in proportion
+        Pt, Lr = round(P * Bt / B), max(round(P * Bt / B / Bt), 1)       # pairs of a teach batch, of one block
+        R = Pt + round(SPAN_ROWS_PER_PAIR * Pt) if cfg.loss.kd_method == 'retok' else Pt
+        static = {'teacher weights': N_t * a_t}
+        teach = {'teacher activations': t_body * Bt // B, 'teacher rows at the pairs and in the spans (head output, then float32)': R * V_t * (a_t + 4),
+                 "one block's target: float32 log-softmax and the space's probabilities": Lr * (V_t + G) * 4,
+                 "the observed cells' split, one chunk (cell_log_probs)": min(chunk, Pt) * (3 * V_t + G) * 4}
+        heldout = {'teacher logits of a batch': B * (Lt + 1) * V_t * a_t, 'teacher rows at the pairs and in the spans (float32)': round(P * (1 + SPAN_ROWS_PER_PAIR)) * V_t * 4,
+                   'one float32 NLL chunk': min(2 ** 26, Lt * V_t) * 4, "one block's target: float32 log-softmax and the space's probabilities": (P // B) * (V_t + G) * 4,
+                   "the observed cells' split, one chunk (cell_log_probs)": min(chunk, P) * (3 * V_t + G) * 4, 'teacher activations': t_body}
+        parts = {'teach': teach, 'heldout': heldout}
+    else:
+        cache = mode == 'cache'
+        static = {'teacher weights': 0 if cache else N_t * a_t, 'student weights': N_s * a_s, 'student gradients': N_s * a_s,
+                  'AdamW moments': 2 * N_s * a_s, 'auxiliary heads (weights, gradients, moments)': 4 * N_aux * 4,
+                  'EMA of the student': N_s * a_s if cfg.train.ema > 0 else 0,
+                  'gradient exchange bucket': 2 * 64 * 2 ** 20 if sh.processes > 1 else 0}
+        autocast_copies = N_s * a_c if pol.autocast else 0
+        layer_inputs = n_s * B * L * d_s * 4 if cfg.train.gradient_checkpointing else n_s * B * L * (10 * d_s + 4 * ffn_s) * a_c
+        probs = (n_t * B * teacher['num_attention_heads'] * Lt * Lt * a_t + n_s * B * student['num_attention_heads'] * L * L * a_c
+                 if _on(cfg, 'attention') and not cache else 0)
+        t_hidden = 0 if cache else (n_t + 1) * B * Lt * d_t * a_t if _on(cfg, 'feature') or _on(cfg, 'routed_feature') else t_body
+        k = (cfg.teach.exact + cfg.teach.k) if cache else 0              # stored targets per pair (their members: a few student ids each)
+        forward = {'autocast copies of the student weights': autocast_copies, 'checkpointed layer inputs': layer_inputs,
+                   'student logits': B * L * V_s * a_c, 'LM log-softmax kept for the backward': B * L * V_s * 4,
+                   'teacher logits at the pairs (float32)': 0 if cache else P * V_t * 4,
+                   'KD chunk (teacher and student buffers, cell space)': 0 if cache else c * V_t * 4 + 2 * c * V_s * 4 + 6 * c * G * 4,
+                   'KD gradient stored for the backward': 0 if cache else P * V_s * 4, 'teacher activations': t_hidden,
+                   'stored KD targets and the student logits at their members': P * k * 4 * 16,
+                   'attention probabilities (attention loss)': probs}
+        backward = {'autocast copies of the student weights': autocast_copies, 'checkpointed layer inputs': layer_inputs,
+                    'one layer recomputed': B * L * (10 * d_s + 4 * ffn_s) * a_c if cfg.train.gradient_checkpointing else 0,
+                    'LM log-softmax and its gradient': 2 * B * L * V_s * 4, "logits' gradient (LM and KD)": 2 * B * L * V_s * a_c,
+                    'KD gradient stored (scaled in place)': 0 if cache else P * V_s * 4}
+        evaluation = ({'student logits and rows at the pairs': (B * L + P) * V_s * a_c, 'one float32 NLL chunk': min(2 ** 26, L * V_s) * 4,
+                       "agreement in float32 (the student's log-softmax, the shared columns)": 3 * P * V_s * 4} if cache else
+                      {'teacher logits of a batch': B * (Lt + 1) * V_t * a_t, 'teacher rows at the pairs': P * V_t * a_t,
+                       'one float32 NLL chunk': min(2 ** 26, Lt * V_t) * 4, 'student logits and rows at the pairs': (B * L + P) * V_s * a_c,
+                       'agreement in float32 (both log-softmaxes, the shared columns)': P * (V_t + 3 * V_s) * 4, 'teacher activations': t_body})
+        state = N_s * a_s * 3 + 3 * N_aux * 4 + static['EMA of the student']   # a checkpoint: weights, AdamW moments, heads
+        resume = {'checkpoint read back (memory-mapped, then copied)': 2 * state if dev.capability is None else 0}   # a GPU reads it to the CPU
+        parts = {'forward': forward, 'backward': backward, 'eval': evaluation, 'resume': resume}
     fixed = sum(static.values())
-    moments = {k: fixed + sum(v.values()) for k, v in (('forward', forward), ('backward', backward), ('eval', evaluation), ('resume', resume))}
+    moments = {k: fixed + sum(v.values()) for k, v in parts.items()}
     phase = max(moments, key=moments.get)
-    return {'static': static, 'forward': forward, 'backward': backward, 'eval': evaluation, 'resume': resume, 'moments': moments,
-            'peak': moments[phase], 'phase': phase, 'device': dev.name, 'target': dev.memory_gb * GB}
+    return {'static': static, **parts, 'parts': list(parts), 'moments': moments, 'peak': moments[phase], 'phase': phase,
+            'mode': mode, 'device': dev.name, 'target': dev.memory_gb * GB}
 
 def memory_table(m: dict) -> list[str]:
     "The memory model's terms as aligned lines (GB), the peak's phase marked."
-    lines = []
-    for part in ('static', 'forward', 'backward', 'eval', 'resume'):
+    lines = [f"{m.get('mode', 'online')}: static {sum(m['static'].values()) / GB:.2f} GB"]
+    lines += [f'  {k:<62} {v / GB:7.3f}' for k, v in m['static'].items() if v]
+    for part in m.get('parts', ('forward', 'backward', 'eval', 'resume')):
         lines.append(f"{part}{' (peak)' if part == m['phase'] else ''}: {sum(m[part].values()) / GB:.2f} GB"
-                     + (f" -> {m['moments'][part] / GB:.2f} GB with the static part" if part != 'static' else ''))
+                     f" -> {m['moments'][part] / GB:.2f} GB with the static part")
         lines += [f'  {k:<62} {v / GB:7.3f}' for k, v in m[part].items() if v]
     lines.append(f"peak {m['peak'] / GB:.2f} GB ({m['phase']}) on {m['device']}, target {m['target'] / GB:g} GB")
     return lines
