@@ -21,7 +21,8 @@ from .teacher_cache import (TrainSignal, atomic_write, blocks_read, clean_partia
 
 # %% auto #0
 __all__ = ['HELDOUT_SEED', 'AGREE_DTYPE', 'load_run_data', 'teacher_logits_at', 'split_of', 'rows_targets', 'batch_targets',
-           'heldout_pass', 'HeldoutSignal', 'heldout_signal', 'teach', 'train_signal']
+           'heldout_pass', 'HeldoutSignal', 'heldout_signal', 'load_teacher', 'teach', 'train_signal', 'teacher_side',
+           'check_signal']
 
 # %% ../nbs/25_teach.ipynb #69953b7b
 def load_run_data(cfg: Config):
@@ -216,6 +217,17 @@ def heldout_signal(cfg: Config, s_tok, t_tok, eval_batches: list, data_key: str,
     return HeldoutSignal(folder, eval_space(s_tok, t_tok), kd_space)
 
 # %% ../nbs/25_teach.ipynb #df740419
+def load_teacher(cfg: Config, t_tok, device, probe: list, autocast=None):
+    """The teacher of `cfg` on `device` (seeded by `train.seed`), checked on `probe` (the first held-out batch: real text,
+    the same in every session) by `models.guard_teacher_precision`: finite logits and a sane NLL, else float32 from the
+    layer where fp16 overflowed. Returns the teacher and the `TeacherCheck` (logged on the main process)."""
+    from kaggle_distill.distributed import is_main
+    from kaggle_distill.models import guard_teacher_precision, load_model_spec
+    torch.manual_seed(cfg.train.seed)
+    teacher = load_model_spec(cfg.teacher, 'teacher', device, t_tok, seed=cfg.train.seed)
+    check = guard_teacher_precision(teacher, probe, len(t_tok), autocast, log=print if is_main() else (lambda line: None))
+    return teacher, check
+
 def teach(cfg: Config, progress: bool = True) -> dict:
     """Run the teacher once over the training blocks `cfg`'s run reads and over the held-out blocks; store the signal in
     `run_dir/teacher_cache`. Returns the summary (`status` 'finished' or 'paused'), also written to `run_dir/teach.json`."""
@@ -344,3 +356,26 @@ def train_signal(cfg: Config, data_key: str, n_blocks: int) -> TrainSignal | Non
         print(f"training from the teacher cache {sig.folder} ({len(sig.index)} blocks, k={key['k']}, exact={key['exact']}, "
               f"{sig.record_bytes} bytes per position): the teacher is not loaded")
     return sig
+
+# %% ../nbs/25_teach.ipynb #657d0ce9
+def teacher_side(cfg: Config, data_key: str, n_blocks: int, eval_batches: list, s_tok, t_tok, device, autocast=None):
+    """The run's stored training signal (or None), its stored held-out side (or None), and the teacher model when a term
+    needs it with its precision check (`load_teacher`; else None, None)."""
+    from kaggle_distill.distributed import is_main
+    from kaggle_distill.sparse_target import HIDDEN_STATE_TERMS
+    signal = train_signal(cfg, data_key, n_blocks)
+    heldout = heldout_signal(cfg, s_tok, t_tok, eval_batches, data_key, compute=False)
+    on = lambda n: not cfg.loss.weights[n].is_off
+    needs = [n for n in HIDDEN_STATE_TERMS if on(n)] + (['kd'] if on('kd') and signal is None else []) + (['held-out'] if heldout is None else [])
+    torch.manual_seed(cfg.train.seed)                          # the state every later draw of build_run starts from, loaded or not
+    if needs: return signal, heldout, *load_teacher(cfg, t_tok, device, eval_batches[:1], autocast)
+    if signal is None and is_main(): print(f"the teacher's held-out side is stored ({heldout.folder}) and no term needs the teacher: it is not loaded")
+    return signal, heldout, None, None
+
+def check_signal(st_signal: str, mode: str, steps: int) -> None:
+    "A resumed run keeps the teacher signal it started with ('online' or 'cache'); `ConfigError` naming the fix otherwise."
+    if st_signal == mode: return
+    raise ConfigError(f"this run trained its first {steps} steps with the teacher {'online' if st_signal == 'online' else 'from a teacher cache'}, "
+                      f"and now {'a teacher cache was found' if mode == 'cache' else 'no teacher cache of it was found'}; a run keeps one signal: "
+                      + ("train it online (train.teacher_cache=online)" if st_signal == 'online' else
+                         "put its teacher cache back (run_dir/teacher_cache or a train.resume_from folder), or start a new run"))
