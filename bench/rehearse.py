@@ -17,7 +17,8 @@ checkpointing and the dtypes the device allows (a CPU runs everything in float32
   run, as the next session does), one evaluation on a few held-out blocks (`evaluate_run`).
 Each phase's wall time and peak memory are printed (CPU: the resident set, sampled every 20 ms; CUDA:
 `torch.cuda.max_memory_allocated`), with the memory model of `kaggle_distill.budget` for the device it ran on (its
-error against the measurement) and for one T4 (`predicted_t4_peak_gb`: per process, as a T4 would run the preset).
+error against the measurement) and for one T4 (`predicted_t4_peak_gb`: per process, as a T4 would run the preset;
+`predicted_t4_peak_gb_by_mode` adds `kaggle-distill teach` and training from its cache, modelled only).
 
 On a CPU it sets glibc's allocator variables itself (`MALLOC_MMAP_THRESHOLD_=131072 MALLOC_ARENA_MAX=2`, by
 re-executing itself once; a value already in the environment is kept): without them the many short-lived buffers of 100-600 MB that a step allocates leave the
@@ -205,6 +206,8 @@ def memory_check(out: dict, cfg, here_dev) -> tuple[dict, dict]:
     here = memory_model(cfg, here_dev, t_dict, s_dict, shapes, out.get('n_groups'))
     kaggle = load_config(out['preset'])
     t4 = memory_model(kaggle, 't4x2' if kaggle.train.ddp else 't4', t_dict, s_dict, shapes, out.get('n_groups'))
+    t4_modes = {m: memory_model(kaggle, 't4x2' if kaggle.train.ddp else 't4', t_dict, s_dict, shapes, out.get('n_groups'), mode=m)
+                for m in ('teach', 'cache')}                                # teach once, then train without the teacher: modelled only
     measured = max(v['peak_gb'] for v in phases.values()) * GB
     step_peak = max(v['peak_gb'] for k, v in phases.items() if k.startswith('step')) * GB
     compare = {'steps': (max(here['moments']['forward'], here['moments']['backward']) + base, step_peak),
@@ -212,6 +215,7 @@ def memory_check(out: dict, cfg, here_dev) -> tuple[dict, dict]:
                'evaluate': (here['moments']['eval'] + base, phases['evaluate']['peak_gb'] * GB),
                'whole run': (here['peak'] + base, measured)}
     out.update(peak_memory_gb=round(measured / GB, 3), predicted_t4_peak_gb=round(t4['peak'] / GB, 3),
+               predicted_t4_peak_gb_by_mode={'online': round(t4['peak'] / GB, 3), **{m: round(v['peak'] / GB, 3) for m, v in t4_modes.items()}},
                predicted_here_gb=round((here['peak'] + base) / GB, 3), memory_model_error=round((here['peak'] + base - measured) / measured, 3),
                memory_model_by_phase={k: {'predicted_gb': round(p_ / GB, 3), 'measured_gb': round(m_ / GB, 3), 'error': round((p_ - m_) / m_, 3)}
                                       for k, (p_, m_) in compare.items()},
@@ -226,7 +230,8 @@ def print_memory_check(out: dict):
           f"error {100 * out['memory_model_error']:+.1f} %")
     for k, v in out['memory_model_by_phase'].items():
         print(f"  {k:<10} predicted {v['predicted_gb']:6.2f} GB, measured {v['measured_gb']:6.2f} GB, error {100 * v['error']:+.1f} %")
-    print(f"predicted T4 peak {out['predicted_t4_peak_gb']:.2f} GB per process")
+    print(f"predicted T4 peak {out['predicted_t4_peak_gb']:.2f} GB per process"
+          + (' (' + ', '.join(f'{k} {v:.2f}' for k, v in out['predicted_t4_peak_gb_by_mode'].items()) + ')' if 'predicted_t4_peak_gb_by_mode' in out else ''))
 
 
 def compare_saved(path: Path, write: Path | None):

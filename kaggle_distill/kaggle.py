@@ -488,7 +488,8 @@ def kaggle_checkout(repo='.') -> Path:
 def prepare_kaggle(user: str, out='kaggle_upload', preset: str | None = None, repo='.') -> str:
     """Write `out/dataset` (the wheel, dataset-metadata.json) and `out/kernel` (the kernel, kernel-metadata.json); the
     upload steps. Everything is checked and built before `out` is touched; in `out` only files an earlier prepare wrote
-    are replaced (`check_prepare_out`, `write_prepared`)."""
+    are replaced (`check_prepare_out`, `write_prepared`). `out/output`, where the printed `kaggle kernels output`
+    command puts a session's output, is never touched, and read for a measured throughput (`session_estimate`)."""
     from kaggle_distill.config import load_config
     if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_-]*', user or ''):
         raise KaggleSetupError(f"--user {user!r} is not a Kaggle user name (letters, digits, '-', '_'); give yours, "

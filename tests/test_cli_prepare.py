@@ -107,8 +107,8 @@ def test_prepare_with_a_preset_pins_it_in_an_injected_parameters_cell(tmp_path):
     with pytest.raises(Exception, match='not a Kaggle user name'): prepare_kaggle('some one', tmp_path / 'y', repo=REPO)
 
 
-def test_prepare_keeps_what_it_did_not_write_and_reads_a_measured_throughput(tmp_path):
-    "A second prepare replaces its own files only: the fetched output (and anything else) stays, and its measured tokens/s is used."
+def test_prepare_reads_a_measured_throughput_from_its_output_folder(tmp_path):
+    "A second prepare leaves the fetched output (--out/output) as it is and uses the tokens/s a session measured there (main's folder rules hold)."
     from kaggle_distill.kaggle import prepare_kaggle
     out = tmp_path / 'up'
     prepare_kaggle('someone', out, repo=REPO)
@@ -117,10 +117,8 @@ def test_prepare_keeps_what_it_did_not_write_and_reads_a_measured_throughput(tmp
           'student_dtype': 'float32', 'autocast': 'float16', 'tokens_per_s': 6543.0, 'peak_memory_gb': 8.7}
     cfg = {'teacher': {'name': 'huihui-ai/Huihui-MoE-1.2B-A0.6B'}, 'student': {'name': 'HuggingFaceTB/SmolLM-135M'}, 'data': {'max_length': 384}}
     (run / 'summary.json').write_text(json.dumps({'status': 'paused', 'config': cfg, 'hardware': hw}))
-    (out / 'notes.txt').write_text('mine')
-    (out / 'dataset' / 'kaggle_distill-0.0.1-py3-none-any.whl').write_text('an older wheel')
     text = prepare_kaggle('someone', out, repo=REPO)
-    assert (run / 'summary.json').exists() and (out / 'notes.txt').read_text() == 'mine'
+    assert json.loads((run / 'summary.json').read_text())['hardware'] == hw                 # never touched
     assert len(list((out / 'dataset').glob('kaggle_distill-*.whl'))) == 1                  # the kernel installs exactly one
     line = text.split('  t4x2: ')[1].splitlines()[0]
     assert '6,543 tokens/s' in line and f"measured by the session in {run / 'summary.json'} on 2 x Tesla T4" in line, line

@@ -15,8 +15,11 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp('rehearse') / 'r.json'
     before = set(Path(tempfile.gettempdir()).glob('rehearse-*'))
     env = {k: v for k, v in ENV.items() if not k.startswith('MALLOC_')}
+    from kaggle_distill.config import aux_weights                  # the hidden-state terms (off by default) on with their old schedules,
+    aux = [f'loss.weights.{n}={{start: {w.start}, end: {w.end}, ramp_from: {w.ramp_from}, ramp_to: {w.ramp_to}, active_from: {w.active_from}}}'
+           for n, w in aux_weights().items()]                      # so that terms entering late in the run are forced on
     r = subprocess.run([sys.executable, 'bench/rehearse.py', '--preset', 'cpu-demo', '--steps', '2', '--max-docs', '40',
-                        '--json', str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+                        '--json', str(out), *aux], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return json.loads(out.read_text()), r.stdout, before
 
@@ -48,6 +51,9 @@ def test_the_memory_model_is_checked_against_the_measurement(demo):
     ph = res['memory_model_by_phase']
     assert list(ph) == ['steps', 'resume', 'evaluate', 'whole run'] and ph['whole run']['measured_gb'] == res['peak_memory_gb']
     for v in ph.values(): assert v['error'] == pytest.approx((v['predicted_gb'] - v['measured_gb']) / v['measured_gb'], abs=2e-3)
+    modes = res['predicted_t4_peak_gb_by_mode']                  # teach once, then train from the cache: modelled, both under online
+    assert list(modes) == ['online', 'teach', 'cache'] and modes['online'] == res['predicted_t4_peak_gb']
+    assert 0 < modes['teach'] < modes['online'] and 0 < modes['cache'] < modes['online'] and 'teach' in text
 
 
 def test_it_sets_the_allocator_and_cleans_up(demo):
