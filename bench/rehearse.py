@@ -212,15 +212,16 @@ def memory_check(out: dict, cfg, here_dev) -> tuple[dict, dict]:
     step_peak = max(v['peak_gb'] for k, v in phases.items() if k.startswith('step')) * GB
     compare = {'steps': (max(here['moments']['forward'], here['moments']['backward']) + base, step_peak),
                'resume': (here['moments']['resume'] + base, phases['resume']['peak_gb'] * GB),
-               'evaluate': (here['moments']['eval'] + base, phases['evaluate']['peak_gb'] * GB),
+               'evaluate': (max(here['moments']['eval'], here['moments'].get('heldout', 0)) + base,   # the first one computes the held-out side
+                            phases['evaluate']['peak_gb'] * GB),
                'whole run': (here['peak'] + base, measured)}
     out.update(peak_memory_gb=round(measured / GB, 3), predicted_t4_peak_gb=round(t4['peak'] / GB, 3),
                predicted_t4_peak_gb_by_mode={'online': round(t4['peak'] / GB, 3), **{m: round(v['peak'] / GB, 3) for m, v in t4_modes.items()}},
                predicted_here_gb=round((here['peak'] + base) / GB, 3), memory_model_error=round((here['peak'] + base - measured) / measured, 3),
                memory_model_by_phase={k: {'predicted_gb': round(p_ / GB, 3), 'measured_gb': round(m_ / GB, 3), 'error': round((p_ - m_) / m_, 3)}
                                       for k, (p_, m_) in compare.items()},
-               memory_model_here={k: here[k] for k in ('static', 'forward', 'backward', 'eval', 'resume', 'moments', 'phase')},
-               memory_model_t4={k: t4[k] for k in ('static', 'forward', 'backward', 'eval', 'resume', 'moments', 'phase')})
+               memory_model_here={k: here[k] for k in ('static', *here['parts'], 'moments', 'phase')},
+               memory_model_t4={k: t4[k] for k in ('static', *t4['parts'], 'moments', 'phase')})
     return here, t4
 
 

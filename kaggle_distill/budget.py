@@ -102,7 +102,7 @@ def memory_model(cfg, device: str | Device = 't4', teacher: dict | None = None, 
     """One process's memory on `device` for `cfg` (its models' configuration dicts default to `model_dicts(cfg)`), in
     bytes per term: `static`, then each moment of `parts`, their totals with the static part (`moments`), and the
     `peak` with its `phase`. `n_groups` is the retok map's group count (default: the student's vocabulary, an upper
-    bound). `mode`: 'online' (training with the teacher loaded: `forward`, `backward`, `eval`, `resume`), 'teach'
+    bound). `mode`: 'online' (training with the teacher loaded: `forward`, `backward`, `heldout`, `eval`, `resume`), 'teach'
     (`kaggle-distill teach`, the teacher alone: `teach` over training blocks, `heldout` over the held-out ones), or
     'cache' (training from a teacher cache, the teacher not loaded: the online moments without the teacher)."""
     if mode not in MODES: raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -120,6 +120,12 @@ def memory_model(cfg, device: str | Device = 't4', teacher: dict | None = None, 
     ffn_s, ffn_t = student['intermediate_size'], teacher.get('moe_intermediate_size') or teacher['intermediate_size']
     c = min(chunk, P)
     t_body = B * Lt * (4 * d_t + 3 * ffn_t) * a_t                        # one teacher layer's transient activations
+    heldout = {'teacher logits of a batch': B * (Lt + 1) * V_t * a_t,     # the held-out pass, once per run (teach, or a run's first evaluation)
+               'teacher rows at the pairs and in the spans (float32)': round(P * (1 + SPAN_ROWS_PER_PAIR)) * V_t * 4,
+               'one float32 NLL chunk': min(2 ** 26, Lt * V_t) * 4, "one block's target: float32 log-softmax and the space's probabilities": (P // B) * (V_t + G) * 4,
+               "the observed cells' split, one chunk (cell_log_probs)": min(chunk, P) * (3 * V_t + G) * 4, 'teacher activations': t_body}
+    student_eval = {'student logits and rows at the pairs': (B * L + P) * V_s * a_c, 'one float32 NLL chunk': min(2 ** 26, L * V_s) * 4,   # every evaluation:
+                    "agreement in float32 (the student's log-softmax, the shared columns)": 3 * P * V_s * 4}        # the student against the stored side
     if mode == 'teach':
         Bt = cfg.teach.batch_size or B                                   # teach's own batch, pairs in proportion
         Pt, Lr = round(P * Bt / B), max(round(P * Bt / B / Bt), 1)       # pairs of a teach batch, of one block
@@ -128,9 +134,6 @@ def memory_model(cfg, device: str | Device = 't4', teacher: dict | None = None, 
         teach = {'teacher activations': t_body * Bt // B, 'teacher rows at the pairs and in the spans (head output, then float32)': R * V_t * (a_t + 4),
                  "one block's target: float32 log-softmax and the space's probabilities": Lr * (V_t + G) * 4,
                  "the observed cells' split, one chunk (cell_log_probs)": min(chunk, Pt) * (3 * V_t + G) * 4}
-        heldout = {'teacher logits of a batch': B * (Lt + 1) * V_t * a_t, 'teacher rows at the pairs and in the spans (float32)': round(P * (1 + SPAN_ROWS_PER_PAIR)) * V_t * 4,
-                   'one float32 NLL chunk': min(2 ** 26, Lt * V_t) * 4, "one block's target: float32 log-softmax and the space's probabilities": (P // B) * (V_t + G) * 4,
-                   "the observed cells' split, one chunk (cell_log_probs)": min(chunk, P) * (3 * V_t + G) * 4, 'teacher activations': t_body}
         parts = {'teach': teach, 'heldout': heldout}
     else:
         cache = mode == 'cache'
@@ -155,14 +158,9 @@ def memory_model(cfg, device: str | Device = 't4', teacher: dict | None = None, 
                     'one layer recomputed': B * L * (10 * d_s + 4 * ffn_s) * a_c if cfg.train.gradient_checkpointing else 0,
                     'LM log-softmax and its gradient': 2 * B * L * V_s * 4, "logits' gradient (LM and KD)": 2 * B * L * V_s * a_c,
                     'KD gradient stored (scaled in place)': 0 if cache else P * V_s * 4}
-        evaluation = ({'student logits and rows at the pairs': (B * L + P) * V_s * a_c, 'one float32 NLL chunk': min(2 ** 26, L * V_s) * 4,
-                       "agreement in float32 (the student's log-softmax, the shared columns)": 3 * P * V_s * 4} if cache else
-                      {'teacher logits of a batch': B * (Lt + 1) * V_t * a_t, 'teacher rows at the pairs': P * V_t * a_t,
-                       'one float32 NLL chunk': min(2 ** 26, Lt * V_t) * 4, 'student logits and rows at the pairs': (B * L + P) * V_s * a_c,
-                       'agreement in float32 (both log-softmaxes, the shared columns)': P * (V_t + 3 * V_s) * 4, 'teacher activations': t_body})
         state = N_s * a_s * 3 + 3 * N_aux * 4 + static['EMA of the student']   # a checkpoint: weights, AdamW moments, heads
         resume = {'checkpoint read back (memory-mapped, then copied)': 2 * state if dev.capability is None else 0}   # a GPU reads it to the CPU
-        parts = {'forward': forward, 'backward': backward, 'eval': evaluation, 'resume': resume}
+        parts = {'forward': forward, 'backward': backward, **({} if cache else {'heldout': heldout}), 'eval': student_eval, 'resume': resume}
     fixed = sum(static.values())
     moments = {k: fixed + sum(v.values()) for k, v in parts.items()}
     phase = max(moments, key=moments.get)
@@ -171,7 +169,7 @@ def memory_model(cfg, device: str | Device = 't4', teacher: dict | None = None, 
 
 def memory_table(m: dict) -> list[str]:
     "The memory model's terms as aligned lines (GB), the peak's phase marked."
-    lines = [f"{m.get('mode', 'online')}: static {sum(m['static'].values()) / GB:.2f} GB"]
+    lines = [f"static ({m.get('mode', 'online')} mode): {sum(m['static'].values()) / GB:.2f} GB"]
     lines += [f'  {k:<62} {v / GB:7.3f}' for k, v in m['static'].items() if v]
     for part in m.get('parts', ('forward', 'backward', 'eval', 'resume')):
         lines.append(f"{part}{' (peak)' if part == m['phase'] else ''}: {sum(m[part].values()) / GB:.2f} GB"
