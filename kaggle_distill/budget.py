@@ -120,10 +120,10 @@ def memory_model(cfg, device: str | Device = 't4', teacher: dict | None = None, 
     ffn_s, ffn_t = student['intermediate_size'], teacher.get('moe_intermediate_size') or teacher['intermediate_size']
     c = min(chunk, P)
     t_body = B * Lt * (4 * d_t + 3 * ffn_t) * a_t                        # one teacher layer's transient activations
-    heldout = {'teacher logits of a batch': B * (Lt + 1) * V_t * a_t,     # the held-out pass, once per run (teach, or a run's first evaluation)
-               'teacher rows at the pairs and in the spans (float32)': round(P * (1 + SPAN_ROWS_PER_PAIR)) * V_t * 4,
-               'one float32 NLL chunk': min(2 ** 26, Lt * V_t) * 4, "one block's target: float32 log-softmax and the space's probabilities": (P // B) * (V_t + G) * 4,
-               "the observed cells' split, one chunk (cell_log_probs)": min(chunk, P) * (3 * V_t + G) * 4, 'teacher activations': t_body}
+    heldout = {'teacher logits of a batch': B * (Lt + 1) * V_t * a_t,     # the held-out pass, once per run (teach, or a run's first evaluation),
+               'teacher rows at the pairs (float32)': P * V_t * 4,       # at its peak (evaluate.stored_teacher); the KD target's per-block
+               'the shared-vocabulary target of the batch (float32 softmax, its kept columns)': 2 * P * V_t * 4,   # work after it is smaller
+               'one float32 NLL chunk': min(2 ** 26, Lt * V_t) * 4, 'teacher activations': t_body}
     student_eval = {'student logits and rows at the pairs': (B * L + P) * V_s * a_c, 'one float32 NLL chunk': min(2 ** 26, L * V_s) * 4,   # every evaluation:
                     "agreement in float32 (the student's log-softmax, the shared columns)": 3 * P * V_s * 4}        # the student against the stored side
     if mode == 'teach':
