@@ -124,9 +124,9 @@ def environment_error(e: OSError) -> str | None:
     return f"{(e.strerror or str(e)).lower()}: {where}; {fix}"
 
 def _check_report_dir(run_dir: Path):
-    from kaggle_distill.files import path_problem
+    from kaggle_distill.files import path_problem, shown
     if (why := path_problem(run_dir)) is not None:
-        raise ConfigError(f"report: {str(run_dir)[:80]!r} cannot be used ({why}); give the run_dir of a run")
+        raise ConfigError(f"report: {shown(run_dir)} cannot be used ({why}); give the run_dir of a run")
     if not run_dir.is_dir():
         raise ConfigError(f"report: {str(run_dir)!r} is not a folder; give the run_dir of a run (the folder holding metrics.jsonl)")
     if not (run_dir / 'metrics.jsonl').is_file():

@@ -111,11 +111,13 @@ def session_overrides(root=None) -> list[str]:
     root = Path(root or kaggle_root())
     return [f"run_dir={root / 'working' / 'run'}", f"train.resume_from={json.dumps([str(root / 'input')])}"]
 
-def train_command(preset: str, overrides=(), config_files=(), root=None, python: str = sys.executable, nproc: int = 1) -> list[str]:
-    """The `kaggle-distill train` command of a Kaggle session: the preset relocated to `root`, then the user's settings;
-    with `nproc` > 1 launched by torchrun, one process per GPU."""
+def train_command(preset: str, overrides=(), config_files=(), root=None, python: str = sys.executable, nproc: int = 1,
+                  cmd: str = 'train') -> list[str]:
+    """The `kaggle-distill train` (or `cmd='teach'`) command of a Kaggle session: the preset relocated to `root`, then the
+    user's settings; with `nproc` > 1 launched by torchrun, one process per GPU (teach: the processes split the shards)."""
+    if cmd not in ('train', 'teach'): raise ValueError(f"cmd must be 'train' or 'teach', not {cmd!r}")
     launch = [] if nproc == 1 else ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}']
-    return [python, *launch, '-m', 'kaggle_distill.cli', 'train', '--preset', preset,
+    return [python, *launch, '-m', 'kaggle_distill.cli', cmd, '--preset', preset,
             *[a for f in config_files for a in ('--config', str(f))], *session_overrides(root), *overrides]
 
 def processes_for(cfg, info: dict) -> int:
@@ -129,21 +131,24 @@ def run_logged(cmd: list[str], env=None) -> int:
     return p.wait()
 
 # %% ../nbs/40_kaggle.ipynb #dc149541
-def session_outcome(rc: int) -> str:
-    "What a session's exit status means: a message for 0 (finished) and 3 (paused); `KaggleSetupError` otherwise."
+def session_outcome(rc: int, cmd: str = 'train') -> str:
+    """What the exit status of a session's last command (`cmd`: 'train' or 'teach') means: a message for 0 (finished)
+    and 3 (paused); `KaggleSetupError` otherwise."""
     from kaggle_distill.config import EXIT_CODES
     meaning = {v: k for k, v in EXIT_CODES.items()}.get(rc, 'internal error')
+    again = "Resume: run this kernel again with its own output as an input (kernel_sources; `kaggle kernels push`)."
     if rc == EXIT_CODES['finished']: return 'finished: the report above is the final one'
-    if rc == EXIT_CODES['paused']:
-        return ("paused on the session's time budget, with a checkpoint in working/run. Resume: run this kernel "
-                "again with its own output as an input (kernel_sources; `kaggle kernels push`).")
-    raise KaggleSetupError(f"training ended with exit status {rc} ({meaning}); see the log above")
+    if rc == EXIT_CODES['paused'] and cmd == 'teach':
+        return f"the teach pass paused on the session's time budget, its finished shards in working/run/teacher_cache. {again}"
+    if rc == EXIT_CODES['paused']: return f"paused on the session's time budget, with a checkpoint in working/run. {again}"
+    raise KaggleSetupError(f"{'the teach pass' if cmd == 'teach' else 'training'} ended with exit status {rc} ({meaning}); see the log above")
 
 # %% ../nbs/40_kaggle.ipynb #cd1becf7
-def launched_status(rc: int, run_dir, since: float, nproc: int) -> int:
-    "The exit status of a session's training: `rc`, or after a torchrun launch (`nproc` > 1) the status of a `summary.json` written since `since`."
+def launched_status(rc: int, run_dir, since: float, nproc: int, record: str = 'summary.json') -> int:
+    """The exit status of a session's training: `rc`, or after a torchrun launch (`nproc` > 1) the status of the
+    `record` (`summary.json` of train, `teach.json` of teach) written since `since`."""
     from kaggle_distill.config import EXIT_CODES
-    p = Path(run_dir) / 'summary.json'
+    p = Path(run_dir) / record
     if nproc == 1 or rc == 0 or not p.exists() or p.stat().st_mtime < since: return rc
     try: status = json.loads(p.read_text()).get('status')
     except (OSError, ValueError): return rc

@@ -203,7 +203,7 @@ CASES = [
     ('jsd-beta-zero', lambda d: ['train', 'loss.divergence=jsd', 'loss.beta=0'], ['jsd needs 0 < beta < 1']),
     ('skew-kl-beta-one', lambda d: ['train', 'loss.divergence=skew_kl', 'loss.beta=1'], ['skew_kl needs beta < 1']),
     # paths: a name too long, a loop of symbolic links, a named pipe
-    ('run-dir-name-too-long', lambda d: ['train', f'run_dir={d / ("r" * 300)}'], ['cannot be used (file name too long)']),
+    ('run-dir-name-too-long', lambda d: ['train', f'run_dir={d / ("r" * 300)}'], ['cannot be used (file name too long)', 'characters)']),
     ('run-dir-symlink-loop', lambda d: ['train', f'run_dir={_loop(d / "loop")}'], ['cannot be used (too many levels of symbolic links)']),
     ('data-name-too-long', lambda d: ['train', f'data.source={d / ("t" * 300 + ".txt")}'], ['cannot be used (file name too long)']),
     ('data-symlink-loop', lambda d: ['train', f'data.source={_loop(d / "loop.txt")}'], ['cannot be used (too many levels of symbolic links)']),
@@ -219,7 +219,7 @@ CASES = [
      ["holds files that are not a kaggle-distill run (notes.md)", 'Train into a new or empty folder']),
     ('run-dir-user-student', lambda d: ['train', f'run_dir={_w(d / "mine" / "student" / "model.bin", "x").parent.parent}'],
      ["holds files that are not a kaggle-distill run (student)"]),
-    ('model-name-too-long', lambda d: ['train', f'teacher.name={d / ("m" * 300)}'], ["teacher.name=", 'cannot be used (file name too long)']),
+    ('model-name-too-long', lambda d: ['train', f'teacher.name={d / ("m" * 300)}'], ["teacher.name=", 'cannot be used (file name too long)', 'characters)']),
     ('model-symlink-loop', lambda d: ['train', f'student.tokenizer={_loop(d / "tok")}'], ['looks like a local path but is not a folder']),
     ('report-not-a-run', lambda d: ['report', str(_w(d / 'mine' / 'notes.md', 'x').parent)], ['holds no metrics.jsonl, so it is not a run folder']),
     # a damaged metrics.jsonl (not just a torn last line) is refused before work, with its line, and kept as it is
