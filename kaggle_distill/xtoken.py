@@ -67,18 +67,19 @@ def _top_per_row(r: np.ndarray, c: np.ndarray, v: np.ndarray, n_s: int, k: int) 
     idx[r, rank], w[r, rank] = c, v
     return idx, w
 
-def build_xtoken_map(s_tok, t_tok, pieces: int = PIECES, k: int = ROW_K) -> XTokenMap:
+def build_xtoken_map(s_tok, t_tok, pieces: int = PIECES, k: int = ROW_K, reverse: bool = True) -> XTokenMap:
     """X-Token's projection from the two tokenizers' strings: every student token spelled by the teacher (the first
     `pieces` pieces weighted 0.9, 0.09, ...), every teacher token spelled by the student (the same weights, in that
-    teacher token's column of the pieces' rows), added up; rows normalised and cut to their `k` largest entries;
-    a student token with a twin (the same bytes, `shared_token_pairs`) maps to the twin alone."""
+    teacher token's column of the pieces' rows; `reverse=False` leaves this pass out), added up; rows normalised and cut
+    to their `k` largest entries; a student token with a twin (the same bytes, `shared_token_pairs`) maps to the twin
+    alone. `pieces=1, reverse=False` is the map of the first teacher token, `retokenize`'s groups."""
     sb, tb = token_bytes(s_tok), token_bytes(t_tok)
     n_s, n_t = len(s_tok), len(t_tok)
     text = lambda b, n: [b[i][1] if i in b and not b[i][0] else b'' for i in range(n)]      # added tokens: no text
     rows, cols, vals = [], [], []
     for s, ids in enumerate(spell(text(sb, n_s), t_tok)):           # student token -> teacher pieces
         ids = ids[:pieces]; rows += [s] * len(ids); cols += ids; vals += list(piece_weights(len(ids)))
-    for t, ids in enumerate(spell(text(tb, n_t), s_tok)):           # teacher token -> student pieces
+    for t, ids in enumerate(spell(text(tb, n_t), s_tok) if reverse else []):   # teacher token -> student pieces
         ids = ids[:pieces]; rows += ids; cols += [t] * len(ids); vals += list(piece_weights(len(ids)))
     r, c, v = _coalesce(rows, cols, vals, n_t)
     s_idx, t_idx = (x.numpy() for x in shared_token_pairs(s_tok, t_tok))
