@@ -105,3 +105,14 @@ def test_peer_table_by_hand():
     assert 'per_seed' not in d and abs(d['vs_lm'] - bpb(-4)) < 1e-9
     out = io.StringIO(); kd.print_peers(res, file=out)
     assert '| code | numerals (2) | gold | 100 | 2 |' in out.getvalue() and 'numerals slice = the 2 of 16' in out.getvalue()
+
+
+def test_peer_table_in_docs_is_printed_by_report(report):
+    "docs/results.md 'Against other trainers' quotes the table `--report` prints from the committed files, row for row."
+    doc = (ROOT / 'docs' / 'results.md').read_text().split('## Against other trainers', 1)[1]
+    rows = [l for l in doc.splitlines() if l.startswith(('| shakespeare |', '| pystdlib |'))]
+    assert len(rows) >= 10, rows                                               # every corpus, all blocks and the numerals slice
+    for line in rows: assert line in report, line
+    for arm in ('gold', 'gold_hybrid', 'xtoken'):                              # each peer on both corpora, with its seed count
+        assert sum(f'| {arm} | 100 |' in l for l in rows) >= 2, arm
+    assert '| shakespeare | all (128) | gold | 100 | 1 | 5.395 | +2.506 [2.459, 2.557] |' in report
