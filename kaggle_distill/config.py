@@ -46,7 +46,7 @@ class Schedule:
 # %% ../nbs/00_config.ipynb #0de1b4e2
 DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
 LOSS_NAMES = ('lm', 'kd', 'feature', 'attention', 'router', 'contrastive', 'routed_feature', 'route_balance')
-KD_METHODS = ('projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'same_tokenizer')
+KD_METHODS = ('projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'same_tokenizer', 'xtoken', 'xtoken_hkl')
 DIVERGENCES = ('forward_kl', 'reverse_kl', 'jsd', 'skew_kl', 'tv')
 
 @dataclass
