@@ -169,8 +169,10 @@ def teach_for(overrides: list, args, seed: int, steps: int) -> tuple[Path, float
     seconds its training shards took when they were written (the held-out pass, an evaluation cost, excluded)."""
     from kaggle_distill.config import load_config
     from kaggle_distill.teach import teach
+    from kaggle_distill.teacher_cache import CACHE_FORMAT
     ov = arm_overrides(overrides, args, seed, steps)
-    tag = hashlib.blake2b(json.dumps([args.preset, ov]).encode(), digest_size=6).hexdigest()
+    probe = load_config(args.preset, overrides=ov)            # the teach settings in force (library defaults change)
+    tag = hashlib.blake2b(json.dumps([args.preset, ov, probe.teach.k, probe.teach.exact, CACHE_FORMAT]).encode(), digest_size=6).hexdigest()
     folder = Path(args.cache_dir or tempfile.gettempdir()) / 'teach' / tag
     timing = folder / 'bench_teach_s.json'
     cfg = load_config(args.preset, overrides=[*ov, f'run_dir={folder}', 'train.teacher_cache=auto'])
