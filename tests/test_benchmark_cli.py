@@ -128,3 +128,18 @@ def test_offline_hub_task(trained):
     if not reachable: assert 'the model hub cannot be reached' in r.stdout, r.stdout     # the benchmark switched it on
     assert took < 120, took                                   # never a hang (the hub client's retries alone take 23 s)
     shutil.rmtree(tmp / 'datasets', ignore_errors=True)
+
+
+def test_committed_tasks_are_reproducible(tmp_path):
+    "bench/tasks/ holds exactly what bench/shakespeare_tasks.py writes (the README's demo table is measured on these files)."
+    import importlib.util
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location('shakespeare_tasks', repo / 'bench' / 'shakespeare_tasks.py')
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    written = mod.write_tasks(tmp_path)
+    assert [p.name for p in written] == ['shakespeare_next_line.yaml', 'shakespeare_next_line_same_play.yaml']
+    for y in written:
+        for f in (y, y.with_suffix('.jsonl')):
+            assert f.read_bytes() == (repo / 'bench' / 'tasks' / f.name).read_bytes(), f'{f.name}: run python bench/shakespeare_tasks.py'
+    items = [json.loads(l) for l in (repo / 'bench' / 'tasks' / 'shakespeare_next_line.jsonl').read_text().splitlines()]
+    assert len(items) == 200 and len({(i['context'], i['choices'][i['answer']]) for i in items}) == 200

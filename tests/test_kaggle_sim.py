@@ -113,6 +113,8 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     build_wheel(REPO, root / 'input' / DATASET)
     data = root / 'input' / 'corpus' / 'text.jsonl'; data.parent.mkdir(parents=True)
     data.write_text(''.join(json.dumps({'text': d}) + '\n' for d in corpus_documents('shakespeare')[:24]))
+    from kaggle_distill.benchmark import next_line_items, shakespeare_plays, write_local_task
+    task = write_local_task(root / 'input' / 'tasks', 'next_line_sim', next_line_items(shakespeare_plays(), 4), 'the sim task')
 
     # The uninterrupted reference, with the same code from the checkout, runs beside session 1.
     ref = tmp_path / 'ref'
@@ -124,7 +126,8 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     def notebook(n: int, budget: float) -> Path:
         p = tmp_path / f'session{n}.ipynb'
         p.write_text(json.dumps(inject_parameters(kernel, preset='cpu-demo',
-                                                  overrides=[*tiny(data), f'train.time_budget_s={budget}'])))
+                                                  overrides=[*tiny(data), f'train.time_budget_s={budget}'],
+                                                  benchmark_tasks=[str(task)], benchmark_limit=2)))
         return p
     run_dir, outs, times = root / 'working' / 'run', [], []
     def complete_session(n: int, budget: float) -> str:
@@ -140,6 +143,7 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     # Session 1: a 5-second budget is used up by the setup the session clock counts: it pauses, at step 0.
     text1 = complete_session(1, 5)
     assert 'paused on the session' in text1 and 'kaggle_distill 0.1.0+g' in text1 and 'starting fresh' in text1, text1
+    assert 'benchmark: not in this session (the run is not finished)' in text1, text1
     paused_at = newest_step(run_dir)
     report1 = (run_dir / 'report.md').read_text()
     assert f'**Status: paused** at step {paused_at} of {STEPS}' in report1 and 'cache_hit no' in report1, report1  # it packed
@@ -162,6 +166,7 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     # Session 3: finishes.
     text3 = complete_session(3, 0)
     assert 'finished: the report above is the final one' in text3, text3
+    assert 'benchmark: done (student, student_before, teacher)' in text3 and '| next_line_sim | acc | 2 of 4 |' in text3, text3
     assert f"resuming from {root / 'input' / SLUG / 'run' / 'checkpoints'}" in text3, text3   # the killed session's output
 
     ref_out = ref_p.communicate(timeout=600)[0]
@@ -172,6 +177,7 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     assert keys and all(torch.equal(a.tensors[k], b.tensors[k]) for k in keys)
     report = (run_dir / 'report.md').read_text()
     assert f'**Status: finished** at step {STEPS} of {STEPS}' in report and 'student after' in report, report
+    assert '## Benchmarks' in report and '| next_line_sim | acc | 2 of 4 |' in report, report     # the kernel benchmarked it
     assert 'cache_hit yes' in report and f"cache_from {root / 'input' / SLUG}" in report, report   # packed in session 1 only
     dev_site = Path(sysconfig.get_paths()['purelib'])                # the kernel's pip never touched the dev venv
     assert not list(dev_site.glob('kaggle_distill-*+g*')) and list(dev_site.glob('kaggle_distill-0.1.0.dist-info'))
