@@ -165,7 +165,7 @@ def load_tasks(specs: list[str], cache_dir: str | None = None) -> tuple:
     copies go to `cache_dir` (see `task_spec`)."""
     from lm_eval.tasks import TaskManager
     prepared = [task_spec(s, cache_dir) for s in specs]
-    tm = TaskManager(include_defaults=any(isinstance(p, str) and not _is_task_file(p) for p in prepared))
+    tm = TaskManager(include_defaults=any(isinstance(p, str) for p in prepared))   # a name, or a group file naming tasks
     out = []
     for spec, p in zip(specs, prepared):
         try: loaded = tm.load([p])
