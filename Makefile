@@ -6,7 +6,7 @@ PIP   := $(PY) -m pip
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: install demo test check-sync clean-runs
+.PHONY: install demo lab test check-sync clean-runs
 
 $(VENV)/.installed: setup.py settings.ini constraints.txt
 	python3 -m venv $(VENV)
@@ -18,8 +18,14 @@ $(VENV)/.installed: setup.py settings.ini constraints.txt
 
 install: $(VENV)/.installed
 
-demo: install          ## the CPU demo: real cross-tokenizer distillation, summary + plots in runs/cpu-demo
+demo: install          ## the CPU demo: teach once, distil from the cache, the LM-only baseline, and whether KD paid
+	kaggle-distill teach --preset cpu-demo
 	kaggle-distill train --preset cpu-demo
+	kaggle-distill train --preset cpu-demo --lm-only train.teacher_cache=runs/cpu-demo/teacher_cache
+	kaggle-distill compare runs/cpu-demo runs/cpu-demo-lm-only
+
+lab: install           ## JupyterLab on the notebooks (the weights explorer: nbs/32_explorer.ipynb)
+	jupyter lab --notebook-dir=. nbs/32_explorer.ipynb
 
 test: install          ## every notebook's tests, then the process tests
 	nbdev_export && HF_HUB_OFFLINE=1 nbdev_test && HF_HUB_OFFLINE=1 pytest -q tests   # tests never reach for the hub

@@ -20,17 +20,22 @@ same tensor: bit-identical). Terms that need more of the teacher (feature, atten
 teacher took on a batch is charged to every arm that used it, so wall times are those of uncached runs.
 """
 from __future__ import annotations
-import argparse, hashlib, json, math, sys, time
+import argparse, hashlib, json, math, os, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 AUX_OFF = ['loss.weights.feature=0', 'loss.weights.attention=0', 'loss.weights.contrastive=0']
+AUX_ON = ['loss.weights.feature={start: 0.01, end: 0.1, ramp_from: 0.3, ramp_to: 0.5, active_from: 0.3}',
+          'loss.weights.attention={start: 0.01, end: 0.1, ramp_from: 0.3, ramp_to: 0.5, active_from: 0.3}',
+          'loss.weights.contrastive={start: 0.01, end: 0.05, ramp_from: 0.6, ramp_to: 0.8, active_from: 0.6}']
 T1 = ['loss.temperature.start=1', 'loss.temperature.end=1']
 ARMS = {  # name -> overrides on top of the preset (and --set)
     'lm': ['loss.weights.kd=0', *AUX_OFF],
-    'default': [],                                           # the library's defaults as they are
+    'default': [],                                           # the library's defaults as they are (LM + retok KD since issue 29)
+    'retok_aux': ['loss.kd_method=retok', *AUX_ON],          # the default before issue 29: retok + feature, attention, contrastive
+    'cache': [],                                             # the default, trained from the teacher cache (`kaggle-distill teach` first)
     'shared_vocab': ['loss.kd_method=shared_vocab', *AUX_OFF],
     'hybrid': ['loss.kd_method=hybrid', *AUX_OFF],
     'uld': ['loss.kd_method=uld', *AUX_OFF],
@@ -63,7 +68,7 @@ class TeacherCache:
     def _save(self, kind: str, key: str, value):
         if self.folder:
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f'.{kind}-{key}.tmp'; torch.save(value, tmp); tmp.replace(self.folder / f'{kind}-{key}.pt')
+            tmp = self.folder / f'.{kind}-{key}.{os.getpid()}.tmp'; torch.save(value, tmp); tmp.replace(self.folder / f'{kind}-{key}.pt')   # own name: lanes share the folder
 
     def install(self):
         "Route `kaggle_distill.trainer.teacher_at_pairs` through the cache."
@@ -116,33 +121,67 @@ class TeacherCache:
         return fn
 
 
+def arm_overrides(overrides: list, args, seed: int, steps: int) -> list:
+    "The overrides of one arm: seed, steps, data, evaluation blocks, a run folder of the bench's own (never the demo's), CPU."
+    root = Path(args.cache_dir or tempfile.gettempdir()) / 'kd_vs_lm_runs'
+    return [f'run_dir={root}', f'train.seed={seed}', f'train.steps={steps}', f'data.source={args.corpus}',
+            f'data.eval_max_blocks={args.eval_blocks}', 'train.device=cpu', 'train.teacher_cache=online', *args.set, *overrides]
+
+
+def teach_for(overrides: list, args, seed: int, steps: int) -> tuple[Path, float]:
+    """The teacher cache of an arm (`kaggle-distill teach` of its config), taught once and kept under --cache-dir; the
+    seconds its training shards took when they were written (the held-out pass, an evaluation cost, excluded)."""
+    from kaggle_distill.config import load_config
+    from kaggle_distill.teach import teach
+    ov = arm_overrides(overrides, args, seed, steps)
+    tag = hashlib.blake2b(json.dumps([args.preset, ov]).encode(), digest_size=6).hexdigest()
+    folder = Path(args.cache_dir or tempfile.gettempdir()) / 'teach' / tag
+    timing = folder / 'bench_teach_s.json'
+    cfg = load_config(args.preset, overrides=[*ov, f'run_dir={folder}', 'train.teacher_cache=auto'])
+    s = teach(cfg, progress=False)
+    if s['status'] != 'finished': raise SystemExit(f'teach did not finish: {s}')
+    if not timing.exists():                               # the first pass wrote every shard: its time is the teach cost
+        timing.write_text(json.dumps({'teach_s': s['teacher_s'] - s['heldout_s'], 'heldout_s': s['heldout_s'],
+                                      'teach_cpu_s': s['cpu_s']['setup_and_shards'], 'heldout_cpu_s': s['cpu_s']['heldout'],
+                                      'bytes_per_position': s['bytes_per_position'], 'blocks': s['blocks']}))
+    return folder / 'teacher_cache', json.loads(timing.read_text())
+
+
 def run_arm(name: str, overrides: list, args, cache: TeacherCache, seed: int, steps: int, want_before: bool) -> dict:
     "Train one arm for `steps` optimizer steps from seed `seed`; evaluate before (optionally) and after."
     from kaggle_distill.config import load_config
     from kaggle_distill.trainer import build_run, make_optimizer, optimizer_step
     from kaggle_distill.evaluate import evaluate, eval_kwargs
-    ov = [f'train.seed={seed}', f'train.steps={steps}', f'data.source={args.corpus}', f'data.eval_max_blocks={args.eval_blocks}',
-          'train.device=cpu', *args.set, *overrides]
-    cfg = load_config(args.preset, overrides=ov)
+    from kaggle_distill.models import load_model_spec
+    taught = None
+    if name.split('@')[0].startswith('cache'):            # KD from the teacher cache: teach first (once per config and seed)
+        folder, taught = teach_for(overrides, args, seed, steps)
+        overrides = [*overrides, f'train.teacher_cache={folder}']
+    cfg = load_config(args.preset, overrides=arm_overrides(overrides, args, seed, steps))
     run = build_run(cfg)
     ekw = eval_kwargs(run.s_tok, run.t_tok)
-    tfn = cache.teacher_fn(run.teacher, ekw['t_prefix'], ekw['t_vocab'])
-    ev = lambda: evaluate(run.teacher, run.student, run.eval_batches, teacher_fn=tfn, **ekw)
+    teacher = run.teacher if run.teacher is not None else load_model_spec(cfg.teacher, 'teacher', 'cpu', run.t_tok, seed=seed)   # to evaluate only
+    tfn = cache.teacher_fn(teacher, ekw['t_prefix'], ekw['t_vocab'])
+    ev = lambda: evaluate(teacher, run.student, run.eval_batches, teacher_fn=tfn, **ekw)
     before = ev() if want_before else None
     opt, sched = make_optimizer(run.student, run.learnable(), cfg.train)
     scaler = torch.amp.GradScaler('cpu', enabled=False)
     stream = run.train_loader.forever()
     cache.charged = cache.charged_direct = 0.0
-    t0, tokens, step, skipped = time.perf_counter(), 0, 0, 0
+    t0, c0, tokens, step, skipped = time.perf_counter(), time.process_time(), 0, 0, 0
     while step < steps:
         r = optimizer_step(run, opt, sched, scaler, [next(stream) for _ in range(cfg.train.grad_accum)], step)
         if r.skipped: skipped += 1; continue
         step += 1; tokens += r.tokens
     wall = time.perf_counter() - t0 + cache.charged
+    cpu = time.process_time() - c0 + cache.charged
     after = ev()
-    return dict(arm=name, seed=seed, steps=steps, corpus=args.corpus, preset=args.preset, overrides=overrides, wall_s=wall,
-                tokens=tokens, tok_per_s=tokens / wall, skipped=skipped, before=before, after=after, kd_method=cfg.loss.kd_method,
-                eval_blocks=len(after['blocks']['bytes']))
+    out = dict(arm=name, seed=seed, steps=steps, corpus=args.corpus, preset=args.preset, overrides=overrides, wall_s=wall,
+               tokens=tokens, tok_per_s=tokens / wall, skipped=skipped, before=before, after=after, kd_method=cfg.loss.kd_method,
+               eval_blocks=len(after['blocks']['bytes']), cpu_s=cpu)
+    if taught is not None: out.update(teach_s=taught['teach_s'], teach_cpu_s=taught.get('teach_cpu_s'), heldout_s=taught['heldout_s'],
+                                      bytes_per_position=taught['bytes_per_position'], teach_k=cfg.teach.k, teach_exact=cfg.teach.exact)
+    return out
 
 
 def bpb_of(ev, who='student'): return ev[who]['bpb']
@@ -224,6 +263,45 @@ def equal_wall_rows(results: list[dict]) -> list[dict]:
     return out
 
 
+def lm_curve(results: list[dict], seed: int) -> list[tuple[int, float, float]]:
+    "The LM-only runs of a seed as (steps, held-out bits/byte, CPU seconds per step), by steps."
+    runs = {}
+    for r in results:
+        if r['seed'] == seed and (r['arm'] == 'lm' or r['arm'].startswith('lm@wall(')):
+            runs.setdefault(r['steps'], (bpb_of(r['after']), r.get('cpu_s', r['wall_s']) / r['steps']))
+    return sorted((n, b, c) for n, (b, c) in runs.items())
+
+
+def lm_steps_to_reach(curve, target: float) -> float | None:
+    "Steps LM only needs to reach `target` bits/byte: linear in log(steps) between the two runs around it; None outside the runs."
+    for (n0, b0, _), (n1, b1, _) in zip(curve, curve[1:]):
+        if b1 <= target <= b0:
+            if b0 == b1: return float(n0)
+            f = (b0 - target) / (b0 - b1)
+            return math.exp(math.log(n0) + f * (math.log(n1) - math.log(n0)))
+    return None
+
+
+def reuse_rows(results: list[dict]) -> list[dict]:
+    """Per cache run: what its teach pass cost (CPU seconds of the training shards), its own training cost, and the
+    break-even number of reuses R*: with the teach pass shared by R runs, KD from the cache costs teach/R + train; LM only
+    given as much CPU reaches the cache run's bits/byte at `lm_steps_to_reach` steps, so R* = teach / (LM's cost - train)."""
+    out = []
+    for r in results:
+        if not r['arm'].startswith('cache') or r.get('teach_cpu_s') is None: continue
+        curve = lm_curve(results, r['seed'])
+        if not curve: continue
+        per_step = float(np.median([c for _, _, c in curve]))
+        train = r.get('cpu_s', r['wall_s'])
+        n_star = lm_steps_to_reach(curve, bpb_of(r['after']))
+        lm_cost = None if n_star is None else n_star * per_step
+        r_star = None if lm_cost is None else (r['teach_cpu_s'] / (lm_cost - train) if lm_cost > train else math.inf)
+        out.append(dict(seed=r['seed'], arm=r['arm'], steps=r['steps'], after=bpb_of(r['after']), teach_cpu_s=r['teach_cpu_s'],
+                        train_cpu_s=train, lm_step_cpu_s=per_step, lm_steps_needed=n_star, r_star=r_star,
+                        lm_range=(curve[0][0], curve[-1][0]), bytes_per_position=r.get('bytes_per_position')))
+    return out
+
+
 def fmt_ci(ci): return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ''
 
 
@@ -253,6 +331,16 @@ def print_tables(results: list[dict], file=sys.stdout):
         vs = f"{r['vs_lm']:+.3f} {fmt_ci(r['vs_lm_ci'])}" if 'vs_lm' in r else '—'
         won = f"{r['wins']}/{len(r['vs_lm_seeds'])}" if 'vs_lm' in r else '—'
         p(f"| {arm} | {steps} | {r['seeds']} | {r['after']:.3f}{sd} | {vs} | {won} | {r['wall_s']:.0f} |")
+    if rr := reuse_rows(results):
+        p("\nTeach once, train many (CPU seconds; R*: how many runs must share one teach pass before KD from the cache beats LM only "
+          "at equal CPU time; LM only's steps to reach the cache run's bits/byte interpolated in log(steps) between its runs)")
+        p("| seed | arm | steps | after | bytes/position | teach s | train s | LM s/step | LM steps to match | R* |")
+        p("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rr:
+            need = f"{r['lm_steps_needed']:.0f}" if r['lm_steps_needed'] else f"outside {r['lm_range'][0]}-{r['lm_range'][1]}"
+            rs = '—' if r['r_star'] is None else ('never' if math.isinf(r['r_star']) else f"{r['r_star']:.1f}")
+            p(f"| {r['seed']} | {r['arm']} | {r['steps']} | {r['after']:.3f} | {r['bytes_per_position']} | {r['teach_cpu_s']:.0f} | "
+              f"{r['train_cpu_s']:.0f} | {r['lm_step_cpu_s']:.2f} | {need} | {rs} |")
     if ew := equal_wall_rows(results):
         p("\nEqual wall time (LM only trained for as long as the arm, teacher time included; arm − LM paired on the same blocks)")
         p("| seed | arm | steps | after | wall s | LM only steps | LM only after | LM wall s | arm − LM only |")
@@ -304,7 +392,8 @@ def main(argv=None):
         if args.equal_wall:
             ref = next(r for r in results if r['seed'] == seed and r['arm'] == args.equal_wall)
             lm = next(r for r in results if r['seed'] == seed and r['arm'] == 'lm')
-            n = max(1, round(args.steps * ref['wall_s'] / lm['wall_s']))
+            ref_s = ref['wall_s'] + ref.get('teach_s', 0.0)     # a cache arm: its teach pass counted once (one run)
+            n = max(1, round(args.steps * ref_s / lm['wall_s']))
             r = run_arm(f'lm@wall({args.equal_wall})', ARMS['lm'], args, cache, seed, n, want_before=False)
             r['wall_of'] = dict(arm=args.equal_wall, steps=args.steps)     # the run whose wall time it was given
             results.append(r)

@@ -5,6 +5,7 @@
     python bench/step_overhead.py --shapes lengths        # step time at length 256 and 512 (SDPA path)
     python bench/step_overhead.py --shapes kd             # KD alone at 384 x 151,936: chunked, one chunk, naive
     python bench/step_overhead.py --device cuda           # also prints achieved FLOP/s as a share of the fp16 peak
+    python bench/step_overhead.py --shapes cache          # a step trained from the teacher cache vs LM only vs online KD
 
 Arms, run interleaved (round-robin, the order rotated every repeat) on the same batches:
 - `project`: `kaggle_distill.trainer.optimizer_step` with the LM and KD terms (auxiliary terms off, `shared_vocab`).
@@ -189,10 +190,42 @@ def bench_kd(a) -> dict:
     return {'summary': s, 'ratios': r}
 
 
+def bench_cache(a, shape: str = 'demo') -> dict:
+    """The library's own `optimizer_step` three ways on the same blocks, interleaved: LM only (`--lm-only`'s weights),
+    KD from the teacher cache (`kaggle-distill teach` first, the teacher not loaded), and KD online (the default:
+    LM + retok KD, the teacher's forward at every step). The cache's cost over LM only is the target (<= 1.15)."""
+    from kaggle_distill.config import load_config, LOSS_NAMES
+    from kaggle_distill.teach import teach
+    from kaggle_distill.trainer import build_run, make_optimizer, optimizer_step
+    tmp = Path(tempfile.gettempdir()) / f'step_overhead_cache_{shape}'
+    base = [f'run_dir={tmp}', f'train.device={a.device}', 'train.steps=3', *SHAPES[shape]]  # 3 steps x 4 blocks: what the arms read
+    teach(load_config('cpu-demo', overrides=base), progress=False)
+    built = {}
+    for name, extra in (('lm_only', [f'loss.weights.{n}=0' for n in LOSS_NAMES if n != 'lm'] + ['train.teacher_cache=online']),
+                        ('kd_cache', []), ('kd_online', ['train.teacher_cache=online'])):
+        run = build_run(load_config('cpu-demo', overrides=[*base, *extra]))
+        opt, sched = make_optimizer(run.student, run.learnable(), run.cfg.train)
+        it = iter(run.train_loader)
+        built[name] = (run, opt, sched, torch.amp.GradScaler(run.device.type, enabled=run.autocast == torch.float16), [next(it) for _ in range(3)])
+    assert built['kd_cache'][0].teacher is None and built['kd_cache'][0].signal is not None
+    def arm(name):
+        run, opt, sched, scaler, batches = built[name]; k = iter(range(10 ** 9))
+        def go():
+            r = optimizer_step(run, opt, sched, scaler, [batches[next(k) % 3]], 1)
+            assert r.skipped is None, r.skipped
+        return go
+    s = summary(interleave({n: arm(n) for n in built}, torch.device(a.device), a.repeats))
+    r = ratios(s, {'KD from the cache / LM only': (['kd_cache'], ['lm_only']), 'KD online / LM only': (['kd_online'], ['lm_only']),
+                   'KD from the cache / KD online': (['kd_cache'], ['kd_online'])})
+    print_table(f'a step from the teacher cache ({shape} shapes: LM + retok KD, batch of 4 blocks)', s)
+    for label, v in r.items(): print(f"  {label}: cpu {v['cpu']:.3f}, wall {v['wall']:.3f}")
+    return {'summary': s, 'ratios': r}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n', 1)[1])
-    p.add_argument('--shapes', nargs='+', default=['demo', 'p100', 'kd', 'lengths'], choices=['demo', 'p100', 'kd', 'lengths'])
+    p.add_argument('--shapes', nargs='+', default=['demo', 'p100', 'kd', 'lengths'], choices=['demo', 'p100', 'kd', 'lengths', 'cache'])
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (prints achieved FLOP/s as a share of the fp16 peak)")
     p.add_argument('--repeats', type=int, default=5, help='timed runs per arm (after one warm-up run each)')
     p.add_argument('--threads', type=int, default=1, help='torch CPU threads (1: steadier on a shared machine)')
@@ -205,7 +238,8 @@ def main(argv=None):
     print(f'torch {torch.__version__}, device {a.device}, threads {a.threads}, load average {load}')
     res = {}
     for sh in a.shapes:
-        res[sh] = bench_lengths(a) if sh == 'lengths' else bench_kd(a) if sh == 'kd' else bench_shape(sh, a)
+        res[sh] = (bench_lengths(a) if sh == 'lengths' else bench_kd(a) if sh == 'kd' else bench_cache(a) if sh == 'cache'
+                   else bench_shape(sh, a))
     if a.json: a.json.write_text(json.dumps(res, indent=1))
     return res
 

@@ -112,6 +112,7 @@ class Encoded:
     pair_s: np.ndarray   # [P] student positions ...
     pair_t: np.ndarray   # [P] ... and the teacher positions ending at the same character
     n_bytes: int         # UTF-8 bytes of the text both rows cover
+    block: int = -1      # its index in the `kaggle_distill.data.Blocks` it came from (-1: none), the key of its stored teacher signal
 
     @property
     def aligned_share(self) -> float:
@@ -151,7 +152,7 @@ def pad_id(tok) -> int:
     return 0
 
 class Collator:
-    "Right-pads a list of `Encoded` into the training batch dict (s_ids, s_mask, t_ids, t_mask, pair_*, n_bytes)."
+    "Right-pads a list of `Encoded` into the training batch dict (s_ids, s_mask, t_ids, t_mask, pair_*, n_bytes, block)."
     def __init__(self, s_pad_id: int = 0, t_pad_id: int = 0, pad_to_multiple_of: int = 1):
         self.s_pad, self.t_pad, self.mult = int(s_pad_id), int(t_pad_id), max(int(pad_to_multiple_of), 1)
 
@@ -176,7 +177,8 @@ class Collator:
         return dict(s_ids=s_ids, s_mask=s_mask, t_ids=t_ids, t_mask=t_mask,
                     pair_b=torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts, dtype=torch.long)),
                     pair_s=cat('pair_s'), pair_t=cat('pair_t'),
-                    n_bytes=torch.tensor([e.n_bytes for e in items], dtype=torch.long))
+                    n_bytes=torch.tensor([e.n_bytes for e in items], dtype=torch.long),
+                    block=torch.tensor([e.block for e in items], dtype=torch.long))
 
 # %% ../nbs/03_alignment.ipynb #a9d7e0a4
 def aligned_share(texts, s_tok, t_tok) -> dict:

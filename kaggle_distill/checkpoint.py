@@ -17,9 +17,9 @@ from safetensors.torch import load_file, save_file
 # %% auto #0
 __all__ = ['TENSORS', 'META', 'MANIFEST', 'FORMAT', 'SESSION_START_ENV', 'RESERVE_DEFAULT_S', 'flatten_state', 'unflatten_state',
            'capture_rng', 'restore_rng', 'seed_everything', 'CorruptCheckpoint', 'CheckpointWarning', 'sha256_file',
-           'fsync_path', 'checkpoint_step', 'DiskFull', 'save_checkpoint', 'verify_checkpoint', 'Checkpoint',
-           'load_checkpoint', 'list_checkpoints', 'find_latest_valid', 'find_latest', 'copy_checkpoint', 'save_state',
-           'StopSignal', 'process_start_time', 'session_start', 'SessionReserve', 'RunBusy', 'RunLock']
+           'fsync_path', 'checkpoint_step', 'save_checkpoint', 'UnreadableCheckpoint', 'verify_checkpoint',
+           'Checkpoint', 'load_checkpoint', 'list_checkpoints', 'find_latest_valid', 'find_latest', 'copy_checkpoint',
+           'save_state', 'StopSignal', 'process_start_time', 'session_start', 'SessionReserve', 'RunBusy', 'RunLock']
 
 # %% ../nbs/21_checkpoint.ipynb #2b97e57e
 _TAGS = ('__tensor__', '__tuple__', '__items__', '__ndarray__', '__bytes__')
@@ -209,8 +209,7 @@ def _check_json(obj, path: str = 'meta') -> None:
             _check_json(v, f'{path}[{k!r}]')
     else: raise TypeError(f'{path} is a {type(obj).__name__}, not JSON; tensors go in `tensors`, other objects through flatten_state')
 
-class DiskFull(OSError):
-    "Too little free space for a checkpoint; the message gives the space needed and the options."
+from .files import DiskFull       # one class for every full disk; here with the space a checkpoint needs
 
 def _disk_full(folder: Path, step: int, need: int, free: int) -> DiskFull:
     return DiskFull(f'disk full: {need / 1e9:.2f} GB needed for checkpoint step {step} in {folder} but {free / 1e9:.2f} GB '
@@ -300,6 +299,13 @@ def _corrupt(path: Path, what: str) -> CorruptCheckpoint:
     return CorruptCheckpoint(f'{path}: {what}. This checkpoint cannot be used: find_latest skips it and resumes from '
                              'the previous one; delete the folder to silence this.')
 
+class UnreadableCheckpoint(CorruptCheckpoint):
+    "A checkpoint whose files cannot be read (permissions, an I/O error): skipped like a corrupt one, never taken as absent."
+
+def _unreadable(path: Path, name: str, e: OSError) -> UnreadableCheckpoint:
+    return UnreadableCheckpoint(f'{path}: {name} cannot be read ({e.strerror or e}). This checkpoint cannot be used: '
+                                f'find_latest skips it and resumes from the previous one; fix its permissions to use it again.')
+
 def _read_manifest(path: Path) -> dict:
     "The parsed manifest of checkpoint folder `path`, checked against its own checksum."
     step = checkpoint_step(path)
@@ -307,6 +313,7 @@ def _read_manifest(path: Path) -> dict:
     if not path.is_dir(): raise _corrupt(path, 'no such folder')
     try: man = json.loads((path / MANIFEST).read_bytes())
     except FileNotFoundError: raise _corrupt(path, f'{MANIFEST} is missing (the save did not finish)') from None
+    except OSError as e: raise _unreadable(path, MANIFEST, e) from None
     except (ValueError, UnicodeDecodeError) as e: raise _corrupt(path, f'{MANIFEST} is not valid JSON ({e})') from None
     if not isinstance(man, dict) or man.get('manifest_sha256') != _manifest_hash(man): raise _corrupt(path, f'{MANIFEST} fails its own checksum')
     if man.get('format') != FORMAT: raise _corrupt(path, f"unknown format {man.get('format')!r} (this code reads {FORMAT!r})")
@@ -319,7 +326,8 @@ def _check_file(path: Path, name: str, info: dict, data: bytes | None = None) ->
     if data is None and not f.is_file(): raise _corrupt(path, f'{name} is missing')
     size = len(data) if data is not None else f.stat().st_size
     if size != info['bytes']: raise _corrupt(path, f"{name} is {size} bytes but the manifest says {info['bytes']} (truncated or overwritten)")
-    digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(f)
+    try: digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(f)
+    except OSError as e: raise _unreadable(path, name, e) from None
     if digest != info['sha256']: raise _corrupt(path, f'{name} fails its sha256 checksum (the bytes were altered)')
 
 def verify_checkpoint(path: str | os.PathLike) -> dict:
@@ -353,6 +361,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = 'cpu')
     man = _read_manifest(path)
     try: meta_bytes = (path / META).read_bytes()
     except FileNotFoundError: raise _corrupt(path, f'{META} is missing') from None
+    except OSError as e: raise _unreadable(path, META, e) from None
     _check_file(path, META, man['files'][META], meta_bytes)
     _check_file(path, TENSORS, man['files'][TENSORS])
     try: tensors = load_file(path / TENSORS, device=str(device))
@@ -365,17 +374,27 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = 'cpu')
     return Checkpoint(man['step'], tensors, json.loads(meta_bytes), path)
 
 # %% ../nbs/21_checkpoint.ipynb #bb8ac931
-def _walk(folder: Path, depth: int) -> Iterable[Path]:
-    "Checkpoint folders inside `folder`, at most `depth` levels below its children; hidden names skipped."
+def _walk(folder: Path, depth: int, top: bool = True) -> Iterable[Path]:
+    """Checkpoint folders inside `folder`, at most `depth` levels below its children; hidden names skipped. A folder
+    given (`top`) that exists but cannot be read is an error, never an empty folder: the run would start fresh over its
+    own history; a subfolder that cannot be read is skipped with a warning."""
+    from kaggle_distill.config import ConfigError
     try: entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError, PermissionError): return
+    except (FileNotFoundError, NotADirectoryError): return
+    except OSError as e:
+        if top:
+            raise ConfigError(f"{folder} cannot be read ({e.strerror or e}), so the checkpoints in it cannot be seen and the run "
+                              f"would start over; nothing was changed. Fix its permissions (e.g. chmod u+rwx {folder}), or "
+                              f"remove it from train.resume_from if it is not this run's") from None
+        warnings.warn(f'{folder} cannot be read ({e.strerror or e}): checkpoints in it, if any, are not seen', CheckpointWarning)
+        return
     for e in entries:
         if e.name.startswith('.'): continue
         try: isdir = e.is_dir()
         except OSError: continue
         if not isdir: continue
         if checkpoint_step(e.name) is not None: yield Path(e.path)
-        elif depth > 0: yield from _walk(Path(e.path), depth - 1)
+        elif depth > 0: yield from _walk(Path(e.path), depth - 1, top=False)
 
 def list_checkpoints(folders: str | os.PathLike | Iterable[str | os.PathLike], depth: int = 4) -> list[Path]:
     "Checkpoint folders (valid or not) found in `folders`, newest step first; reads only."
@@ -393,12 +412,14 @@ def find_latest_valid(folders: str | os.PathLike | Iterable[str | os.PathLike], 
     caller can check what run it belongs to before building anything); warns about each corrupt one skipped; None if none."""
     skipped = []
     for p in list_checkpoints(folders, depth):
-        try: verify_checkpoint(p); meta = json.loads((p / META).read_bytes())
-        except CorruptCheckpoint as e: skipped.append(str(e)); continue
-        for s in skipped: warnings.warn(f'skipped corrupt checkpoint {s} Using {p} (step {checkpoint_step(p)}) instead.', CheckpointWarning, stacklevel=2)
+        try: verify_checkpoint(p); meta = json.loads((p / META).read_bytes())     # verified: readable
+        except CorruptCheckpoint as e: skipped.append(e); continue
+        for s in skipped: warnings.warn(f'skipped {_kind(s)} checkpoint {s} Using {p} (step {checkpoint_step(p)}) instead.', CheckpointWarning, stacklevel=2)
         return p, meta
-    for s in skipped: warnings.warn(f'skipped corrupt checkpoint {s} No valid checkpoint is left: starting from scratch.', CheckpointWarning, stacklevel=2)
+    for s in skipped: warnings.warn(f'skipped {_kind(s)} checkpoint {s} No valid checkpoint is left: starting from scratch.', CheckpointWarning, stacklevel=2)
     return None
+
+def _kind(e: CorruptCheckpoint) -> str: return 'unreadable' if isinstance(e, UnreadableCheckpoint) else 'corrupt'
 
 def find_latest(folders: str | os.PathLike | Iterable[str | os.PathLike], depth: int = 4,
                 device: str | torch.device = 'cpu') -> Checkpoint | None:
@@ -546,20 +567,32 @@ class RunBusy(ConfigError):
     "Another live process holds the run folder's lock."
 
 class RunLock:
-    "Context manager: an exclusive OS lock on `folder/.lock` (created with its folder), held until exit or process death."
+    """Context manager: an exclusive OS lock on `folder/.lock` (created with its folder), held until exit or process
+    death. The lock file is removed on every exit (an error or an interrupt included); a SIGKILLed process leaves it,
+    harmlessly: the lock is the `flock`, which dies with its process, not the file."""
     def __init__(self, folder: str | os.PathLike): self.path = Path(folder) / '.lock'
 
     def __enter__(self) -> RunLock:
         import fcntl
+        self.created = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(self.path, 'a+')
-        try: fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.f.seek(0); holder = self.f.read().strip() or 'unknown'; self.f.close()
-            raise RunBusy(f"run_dir {str(self.path.parent)!r} is in use by another trainer (pid {holder}); wait for it to "
-                          f"finish or stop it (kill {holder}), or train into another folder with run_dir=<folder>") from None
-        self.f.seek(0); self.f.truncate(); self.f.write(f'{os.getpid()}\n'); self.f.flush()
+        while True:
+            f = open(self.path, 'a+')
+            try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0); holder = f.read().strip() or 'unknown'; f.close()
+                raise RunBusy(f"run_dir {str(self.path.parent)!r} is in use by another trainer (pid {holder}); wait for it to "
+                              f"finish or stop it (kill {holder}), or train into another folder with run_dir=<folder>") from None
+            try: same = os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError: same = False
+            if same: break
+            f.close()                                  # its holder removed the file after we opened it: lock the new one
+        self.f = f
+        f.seek(0); f.truncate(); f.write(f'{os.getpid()}\n'); f.flush()
         return self
 
-    def __exit__(self, *exc) -> None: self.f.close()
-
+    def __exit__(self, *exc) -> None:
+        try: self.path.unlink(missing_ok=True)       # still holding the lock: a waiting trainer then locks a fresh file
+        finally: self.f.close()
+        if self.created:                               # a folder this lock created and nothing else used
+            with contextlib.suppress(OSError): self.path.parent.rmdir()

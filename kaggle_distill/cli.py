@@ -4,25 +4,31 @@
 
 # %% ../nbs/50_cli.ipynb #29cb359b
 from __future__ import annotations
-import argparse, os, sys
+import argparse, errno, os, sys
 from pathlib import Path
-from .config import ConfigError, EXIT_CODES, PRESETS, load_config, describe
-from .data import DataError
-from .assets import AssetMissing
+from .config import ConfigError, EXIT_CODES, LOSS_NAMES, PRESETS, load_config, describe
 
 # %% auto #0
-__all__ = ['DEBUG_ENV', 'EXIT_HELP', 'KEYS_HELP', 'train_status', 'make_parser', 'main']
+__all__ = ['DEBUG_ENV', 'EXIT_HELP', 'KEYS_HELP', 'ENV_FIXES', 'LM_ONLY', 'train_status', 'make_parser', 'interrupted_message',
+           'environment_error', 'cli_config', 'main']
 
 # %% ../nbs/50_cli.ipynb #474cfd89
 DEBUG_ENV = 'KAGGLE_DISTILL_DEBUG'   # set to 1 to see the traceback of bad-input errors (as --debug does)
 
 EXIT_HELP = """exit status:
   0  finished: the run reached its last step (or stopped early); report.md is final
-  3  paused: the time budget (or SIGTERM) stopped it with a checkpoint; run the same command again to resume
+  3  paused: the time budget, SIGTERM or Ctrl-C stopped the training loop with a checkpoint and the report;
+     run the same command again to resume
   2  bad input: configuration, files, folders, data, models, devices, a busy run folder or a full disk;
      one message on stderr says what and how to fix it (--debug shows the traceback)
   4  training failed: too many consecutive non-finite steps; the last good checkpoint is kept
+  130  interrupted: Ctrl-C or SIGTERM outside the training loop (setup, data packing, loading the models, the
+     step-0 evaluation, the final evaluation and save), or a second Ctrl-C; one line says so. Files are written
+     whole or not at all and the run folder's lock is released: run the same command again (it continues from
+     the newest checkpoint, or starts over if there is none)
   1  internal error: an unexpected exception (traceback above)
+Ctrl-C: inside the training loop it pauses like SIGTERM (checkpoint, report, exit 3); press it twice to stop at
+once (exit 130); anywhere else it stops at once (exit 130), leaving nothing half-written
 under torchrun each process exits with these, but torchrun itself exits 1 when any process does not exit 0:
 summary.json's status (finished / paused / failed) says how the run ended"""
 
@@ -60,8 +66,10 @@ def _run_benchmark(args) -> int:
 
 
 # %% ../nbs/50_cli.ipynb #f66ae5a5
-def _config_args(p: argparse.ArgumentParser):
+def _config_args(p: argparse.ArgumentParser, lm_only: bool = False):
     p.add_argument('--preset', default='cpu-demo', help=f"starting point: {', '.join(PRESETS)} (default cpu-demo)")
+    if lm_only: p.add_argument('--lm-only', action='store_true', help="the baseline: every loss weight but the student's own next-token "
+                               "loss set to 0 (the overrides are shown in config.json); run_dir defaults to the preset's + '-lm-only'")
     p.add_argument('--config', action='append', default=[], metavar='FILE', help='JSON/YAML file merged over the preset (repeatable)')
     p.add_argument('overrides', nargs='*', metavar='key=value', help='e.g. train.lr=1e-4 loss.weights.kd.end=0.5')
 
@@ -83,9 +91,15 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='cmd', required=True)
     t = sub.add_parser('train', help='train (resuming from the newest valid checkpoint), evaluate, write the report',
                        epilog=KEYS_HELP + EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _config_args(t)
+    _config_args(t, lm_only=True)
+    te = sub.add_parser('teach', help="run the teacher once over the run's training and held-out blocks and store its signal "
+                        "(run_dir/teacher_cache); `train` with the same settings then trains from it without the teacher",
+                        epilog=KEYS_HELP + EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_args(te)
     c = sub.add_parser('config', help='print the resolved configuration with each field explained')
-    _config_args(c)
+    _config_args(c, lm_only=True)
+    cm = sub.add_parser('compare', help="two finished runs' students on the same held-out blocks: the paired difference in bits per byte, with its interval")
+    cm.add_argument('run_a', type=Path); cm.add_argument('run_b', type=Path)
     r = sub.add_parser('report', help='write plots and report.md for a run folder')
     r.add_argument('run_dir', type=Path)
     _benchmark_parser(sub)
@@ -94,46 +108,113 @@ def make_parser() -> argparse.ArgumentParser:
     ks = k.add_subparsers(dest='kaggle_cmd', required=True)
     kp = ks.add_parser('prepare', help='build the wheel (versioned by commit), the dataset and kernel folders; print the upload steps')
     kp.add_argument('--user', required=True, help='your Kaggle user name (owner of the dataset and the kernel)')
-    kp.add_argument('--out', type=Path, default=Path('kaggle_upload'), help='output folder (default kaggle_upload; replaced)')
+    kp.add_argument('--out', type=Path, default=Path('kaggle_upload'),
+                    help='output folder (default kaggle_upload): a new or empty folder, or one an earlier prepare wrote, whose '
+                         'files only are replaced; OUT/output (downloaded sessions) is never touched')
     kp.add_argument('--preset', default=None, help=f"pin the kernel's preset ({', '.join(PRESETS)}); default: chosen from the GPU")
     return p
+
+# %% ../nbs/50_cli.ipynb #3430cdb0
+def interrupted_message(signal_name: str = 'SIGINT', run_dir=None) -> str:
+    "What an interrupted command tells the user: that nothing half-written is left, and where a rerun of `run_dir` goes on from."
+    how = {'SIGINT': 'Ctrl-C (SIGINT)', 'SIGTERM': 'SIGTERM'}.get(signal_name, signal_name)
+    from kaggle_distill.checkpoint import list_checkpoints, checkpoint_step
+    try: newest = list_checkpoints(Path(run_dir) / 'checkpoints', depth=0) if run_dir else []
+    except Exception: newest = []
+    if newest:
+        return (f"interrupted by {how}; nothing half-written is left (files are written whole or not at all). The checkpoint "
+                f"at step {checkpoint_step(newest[0])} is kept: run the same command again to continue from it")
+    if run_dir:
+        return (f"interrupted by {how} before this run's first checkpoint: there is nothing to resume and nothing half-written "
+                f"is left; run the same command again to start (packed data kept in {Path(run_dir) / 'data_cache'} is reused)")
+    return f"interrupted by {how}; nothing half-written is left (files are written whole or not at all): run the command again"
 
 # %% ../nbs/50_cli.ipynb #7501e7ad
 def _bad_input_errors() -> tuple:
     "The exceptions that mean the user's input (or disk) is at fault; each module raises them where the input enters."
-    from kaggle_distill.checkpoint import DiskFull
-    return (ConfigError, DataError, AssetMissing, DiskFull)
+    from kaggle_distill.assets import AssetMissing
+    from kaggle_distill.data import DataError
+    from kaggle_distill.files import DiskFull
+    from kaggle_distill.kaggle import KaggleSetupError
+    return (ConfigError, DataError, AssetMissing, DiskFull, KaggleSetupError)
+
+ENV_FIXES = {errno.EACCES: 'fix its permissions, or use another folder', errno.EPERM: 'fix its permissions, or use another folder',
+             errno.EROFS: 'that file system is read-only: use a writable folder',
+             errno.ENAMETOOLONG: 'use a shorter path (at most 255 bytes per name)',
+             errno.ELOOP: 'a symbolic link there points to itself or into a loop: fix or remove it'}
+
+def environment_error(e: OSError) -> str | None:
+    """The one line for an `OSError` the machine caused wherever it was raised (a full disk, permissions, a read-only disk, a
+    name too long, a loop of links); None for any other, which is a bug and keeps its traceback."""
+    from kaggle_distill.files import DISK_FULL_ERRNOS, disk_full
+    if e.errno in DISK_FULL_ERRNOS: return str(disk_full(e.filename or 'a file'))
+    if (fix := ENV_FIXES.get(e.errno)) is None: return None
+    where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else '') if e.filename else 'a file'
+    return f"{(e.strerror or str(e)).lower()}: {where}; {fix}"
 
 def _check_report_dir(run_dir: Path):
+    from kaggle_distill.files import path_problem
+    if (why := path_problem(run_dir)) is not None:
+        raise ConfigError(f"report: {str(run_dir)[:80]!r} cannot be used ({why}); give the run_dir of a run")
     if not run_dir.is_dir():
         raise ConfigError(f"report: {str(run_dir)!r} is not a folder; give the run_dir of a run (the folder holding metrics.jsonl)")
+    if not (run_dir / 'metrics.jsonl').is_file():
+        raise ConfigError(f"report: {str(run_dir)!r} holds no metrics.jsonl, so it is not a run folder (nothing was written); "
+                          f"give the run_dir of a run")
+
+LM_ONLY = tuple(f'loss.weights.{n}=0' for n in LOSS_NAMES if n != 'lm')   # `--lm-only`: the same run without distillation
+
+def cli_config(args):
+    "The config of a `train` / `teach` / `config` command line, `--lm-only` applied, its models' `scratch` checked."
+    from kaggle_distill.models import check_models_config
+    lm_only = getattr(args, 'lm_only', False)
+    cfg = load_config(args.preset, args.config, [*args.overrides, *(LM_ONLY if lm_only else ())])
+    if lm_only and cfg.run_dir == PRESETS[args.preset].get('run_dir') and cfg.run_dir.startswith('runs/'):
+        cfg = load_config(args.preset, args.config, [*args.overrides, *LM_ONLY, f'run_dir={cfg.run_dir}-lm-only'])
+    return check_models_config(cfg)
 
 def main(argv=None) -> int:
     "Entry point of the `kaggle-distill` console script; its exit status is one of `EXIT_CODES`."
     args = make_parser().parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_ENV, '') not in ('', '0')
+    from kaggle_distill.files import interrupt_guard    # first, before anything heavy is imported
+    run_dir = None                                       # known once a train config is read: an interrupt names its checkpoint
     try:
-        if args.cmd in ('train', 'config'):
-            from kaggle_distill.models import check_models_config
-            cfg = check_models_config(load_config(args.preset, args.config, args.overrides))
-            if args.cmd == 'config':
-                print('\n'.join(describe(cfg))); return 0
-            from kaggle_distill.trainer import train
-            return EXIT_CODES[train_status(train(cfg))]
-        elif args.cmd == 'report':
-            from kaggle_distill.report import write_report
-            _check_report_dir(args.run_dir)
-            print(write_report(args.run_dir))
-        elif args.cmd == 'benchmark': return _run_benchmark(args)
-        elif args.cmd == 'prepare-assets':
-            from kaggle_distill.assets import prepare_assets
-            prepare_assets()
-        elif args.cmd == 'kaggle':
-            from kaggle_distill.kaggle import prepare_kaggle
-            print(prepare_kaggle(args.user, args.out, args.preset))
+        with interrupt_guard():                          # Ctrl-C / SIGTERM outside the loop: one line, exit 130
+            if args.cmd in ('train', 'config', 'teach'):
+                cfg = cli_config(args)
+                if args.cmd == 'config':
+                    print('\n'.join(describe(cfg))); return 0
+                run_dir = cfg.run_dir
+                if args.cmd == 'teach':
+                    from kaggle_distill.teach import teach
+                    return EXIT_CODES[teach(cfg)['status']]
+                from kaggle_distill.trainer import train
+                return EXIT_CODES[train_status(train(cfg))]
+            elif args.cmd == 'compare':
+                from kaggle_distill.report import compare_runs, compare_text
+                print(compare_text(compare_runs(args.run_a, args.run_b)))
+            elif args.cmd == 'report':
+                from kaggle_distill.report import write_report
+                _check_report_dir(args.run_dir)
+                print(write_report(args.run_dir))
+            elif args.cmd == 'benchmark': return _run_benchmark(args)
+            elif args.cmd == 'prepare-assets':
+                from kaggle_distill.assets import prepare_assets
+                prepare_assets()
+            elif args.cmd == 'kaggle':
+                from kaggle_distill.kaggle import prepare_kaggle
+                print(prepare_kaggle(args.user, args.out, args.preset))
     except _bad_input_errors() as e:                     # anything else is a bug: its traceback is shown
         if debug: raise
         print(f'kaggle-distill: {e}', file=sys.stderr); return EXIT_CODES['bad input']
+    except KeyboardInterrupt as e:
+        if debug: raise
+        print(f"kaggle-distill: {interrupted_message(getattr(e, 'signal_name', 'SIGINT'), run_dir)}", file=sys.stderr)
+        return EXIT_CODES['interrupted']
+    except OSError as e:                                 # the machine's fault (a full disk, permissions), wherever it came up
+        if debug or (msg := environment_error(e)) is None: raise
+        print(f'kaggle-distill: {msg}', file=sys.stderr); return EXIT_CODES['bad input']
     return 0
 
 # %% ../nbs/50_cli.ipynb #03a28316

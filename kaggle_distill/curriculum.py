@@ -5,7 +5,7 @@
 # %% ../nbs/12_curriculum.ipynb #f2552ead
 from __future__ import annotations
 import dataclasses, difflib, math
-from .config import Schedule, LOSS_NAMES, LossConfig, default_weights
+from .config import Schedule, LOSS_NAMES, LossConfig, default_weights, aux_weights
 
 # %% auto #0
 __all__ = ['DEFAULT_WEIGHTS', 'DEFAULT_TEMPERATURE', 'schedule_value', 'Curriculum', 'default_curriculum', 'plot_curriculum']
@@ -84,9 +84,9 @@ class Curriculum:
 DEFAULT_WEIGHTS: dict[str, Schedule] = default_weights()   # decided in kaggle_distill.config, the one place
 DEFAULT_TEMPERATURE: Schedule = LossConfig().temperature
 
-def default_curriculum() -> Curriculum:
-    "The default curriculum: LM and KD at 1 from the start, then feature/attention, then contrastive; T = 1."
-    return Curriculum(DEFAULT_WEIGHTS, DEFAULT_TEMPERATURE)
+def default_curriculum(aux: bool = False) -> Curriculum:
+    "The default curriculum: LM and KD at 1 throughout, T = 1; with `aux`, the hidden-state terms' schedules (`aux_weights`) too."
+    return Curriculum({**DEFAULT_WEIGHTS, **(aux_weights() if aux else {})}, DEFAULT_TEMPERATURE)
 
 # %% ../nbs/12_curriculum.ipynb #a58fe5e5
 def plot_curriculum(cur: Curriculum, total: int = 1000, ax=None):

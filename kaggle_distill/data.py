@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_data.ipynb #12cf2a65
 from __future__ import annotations
-import hashlib, itertools, json, math, os, tempfile, unicodedata
+import hashlib, itertools, json, math, os, tempfile, unicodedata, warnings, zipfile
 from pathlib import Path
 from typing import Iterable, Iterator
 import numpy as np
@@ -12,12 +12,13 @@ import torch
 from .alignment import Encoded, Collator, token_ends, token_byte_lengths, align_offsets, pad_id
 
 # %% auto #0
-__all__ = ['SUFFIXES', 'UNIT_CHARS', 'DATA_VERSION', 'CACHE_FILES', 'DataError', 'read_text_file', 'jsonl_documents',
-           'parquet_file', 'parquet_documents', 'parse_hf_source', 'dataset_documents', 'hf_documents', 'local_files',
-           'check_source', 'iter_documents', 'split_long', 'text_units', 'doc_hash', 'split_units', 'doc_separator',
-           'Blocks', 'Packer', 'encode_units', 'with_progress', 'pack_units', 'derive_teacher_length',
-           'tokenizer_fingerprint', 'data_cache_dir', 'source_fingerprint', 'data_cache_key', 'find_cached',
-           'copy_cached', 'build_datasets', 'ResumableSampler', 'ResumableLoader', 'make_loader', 'step_batches']
+__all__ = ['SUFFIXES', 'HF_PROBE_TIMEOUT_S', 'UNIT_CHARS', 'DATA_VERSION', 'CACHE_FILES', 'DataError', 'read_text_file',
+           'jsonl_documents', 'parquet_file', 'parquet_documents', 'parse_hf_source', 'dataset_documents',
+           'hf_documents', 'local_files', 'check_source', 'iter_documents', 'probe_hf_source', 'split_long',
+           'text_units', 'doc_hash', 'split_units', 'doc_separator', 'Blocks', 'Packer', 'encode_units',
+           'with_progress', 'pack_units', 'derive_teacher_length', 'tokenizer_fingerprint', 'data_cache_dir',
+           'source_fingerprint', 'data_cache_key', 'find_cached', 'copy_cached', 'build_datasets', 'ResumableSampler',
+           'ResumableLoader', 'make_loader', 'step_batches']
 
 # %% ../nbs/04_data.ipynb #b9614d2d
 class DataError(ValueError):
@@ -27,7 +28,8 @@ SUFFIXES = ('.txt', '.md', '.jsonl', '.parquet')
 
 def read_text_file(path) -> str:
     "The text of `path` decoded as strict UTF-8 (a leading BOM dropped); DataError naming the byte offset otherwise."
-    raw = Path(path).read_bytes()
+    try: raw = Path(path).read_bytes()
+    except OSError as e: raise DataError(f"{path} cannot be read ({e.strerror}); fix its permissions, or leave it out of data.source") from None
     try: text = raw.decode('utf-8')
     except UnicodeDecodeError as e:
         bad, line = raw[e.start:e.start + 4], raw.count(b'\n', 0, e.start) + 1
@@ -109,6 +111,9 @@ def local_files(path) -> list[Path]:
     if p.is_file():
         if p.suffix.lower() not in SUFFIXES: raise DataError(f"{p}: unsupported file type {p.suffix!r}; use one of {SUFFIXES}")
         return [p]
+    if not p.is_dir():
+        raise DataError(f"{p} is not a regular file or a folder (a named pipe, socket or device); give a "
+                        f"{'/'.join(SUFFIXES)} file or a folder of them")
     files = sorted(f for f in p.rglob('*') if f.is_file() and f.suffix.lower() in SUFFIXES)
     if not files: raise DataError(f"{p}: no {'/'.join(SUFFIXES)} files in this folder")
     return files
@@ -121,13 +126,19 @@ def _no_source(source: str) -> DataError:
     return DataError(f"data source {source!r} is neither an asset corpus {_asset_corpora()}, an existing file or "
                      f"folder, nor a hub dataset 'hf:name/config'")
 
-def check_source(source: str, text_column: str = 'text') -> None:
-    """Refuse, before any work, a `source` that is no hub id, no asset corpus and no existing file or folder of known
-    files, or whose Parquet files are unreadable or lack `text_column` (their footers are read, nothing more)."""
-    if source.startswith('hf:'): parse_hf_source(source); return
+def check_source(source: str, text_column: str = 'text', probe=None) -> None:
+    """Refuse, before any work, a `source` that is no hub dataset the hub answers for (`probe`, default `probe_hf_source`),
+    no asset corpus and no existing file or folder of known files, a path that cannot be used, a file that cannot be
+    read, or Parquet files that are unreadable or lack `text_column` (their footers are read, nothing more)."""
+    from kaggle_distill.files import path_problem
+    if source.startswith('hf:'): parse_hf_source(source); (probe or probe_hf_source)(source); return
     if source in _asset_corpora(): return
+    if (why := path_problem(Path(source).expanduser())) is not None:
+        raise DataError(f"data source {source[:80]!r} cannot be used ({why}); give a {'/'.join(SUFFIXES)} file or a folder of them")
     if not Path(source).expanduser().exists(): raise _no_source(source)
     for f in local_files(source):
+        try: open(f, 'rb').close()
+        except OSError as e: raise DataError(f"{f} cannot be read ({e.strerror}); fix its permissions, or leave it out of data.source") from None
         if f.suffix.lower() == '.parquet': parquet_file(f, text_column)
 
 def iter_documents(source: str, text_column: str = 'text', streaming: bool = False) -> Iterator[str]:
@@ -142,6 +153,43 @@ def iter_documents(source: str, text_column: str = 'text', streaming: bool = Fal
         if s in ('.txt', '.md'): yield read_text_file(f)
         elif s == '.jsonl': yield from jsonl_documents(f, text_column)
         else: yield from parquet_documents(f, text_column)
+
+# %% ../nbs/04_data.ipynb #61f39c70
+HF_PROBE_TIMEOUT_S = 10.0
+
+def _env_on(name: str) -> bool: return os.environ.get(name, '').strip().lower() in ('1', 'true', 'yes', 'on')
+
+def _hf_cached(path: str) -> bool:
+    "True when hub dataset `path` has files in the local hub cache or in `datasets`' own cache."
+    from huggingface_hub import constants
+    hub = Path(os.environ.get('HF_HUB_CACHE') or constants.HF_HUB_CACHE) / f"datasets--{path.replace('/', '--')}"
+    ds = Path(os.environ.get('HF_DATASETS_CACHE') or Path(constants.HF_HOME) / 'datasets') / path.replace('/', '___')
+    return any(p.is_dir() and any(p.iterdir()) for p in (hub, ds))
+
+def probe_hf_source(source: str, timeout: float = HF_PROBE_TIMEOUT_S, dataset_info=None) -> None:
+    """Check, before any work, that hub dataset `source` can be had: in the local cache, or its metadata answered by the
+    hub within `timeout` seconds; `DataError` naming the source and the fix otherwise. `dataset_info` stands in for
+    `huggingface_hub.HfApi().dataset_info` (tests)."""
+    from huggingface_hub import errors
+    path, _, _ = parse_hf_source(source)
+    if _hf_cached(path): return
+    local = 'or train on a local .txt/.jsonl/.parquet file (data.source=<file>)'
+    if _env_on('HF_HUB_OFFLINE') or _env_on('HF_DATASETS_OFFLINE'):
+        raise DataError(f"data source {source!r}: the hub is switched off here (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and "
+                        f"the dataset is not in the local cache; unset it where huggingface.co is reachable, {local}")
+    if dataset_info is None:
+        from huggingface_hub import HfApi
+        dataset_info = HfApi().dataset_info
+    try: dataset_info(path, timeout=timeout)
+    except errors.RepositoryNotFoundError:
+        raise DataError(f"data source {source!r}: the hub has no dataset {path!r} (or it is private); check the name on "
+                        f"https://huggingface.co/datasets, {local}") from None
+    except errors.GatedRepoError:
+        raise DataError(f"data source {source!r}: dataset {path!r} is gated; accept its terms on huggingface.co and log in "
+                        f"(HF_TOKEN), {local}") from None
+    except Exception as e:
+        raise DataError(f"data source {source!r}: the hub did not answer within {timeout:g} s ({type(e).__name__}: "
+                        f"{str(e)[:80]}); run where huggingface.co is reachable (on Kaggle: turn internet on), {local}") from None
 
 # %% ../nbs/04_data.ipynb #e7fead99
 UNIT_CHARS = 32768
@@ -220,7 +268,7 @@ class Blocks(torch.utils.data.Dataset):
         i = int(i) % len(self)
         sl = lambda a, o: a[o[i]:o[i + 1]].astype(np.int64)
         return Encoded(sl(self.s_ids, self.s_off), sl(self.t_ids, self.t_off), sl(self.pair_s, self.p_off),
-                       sl(self.pair_t, self.p_off), int(self.n_bytes[i]))
+                       sl(self.pair_t, self.p_off), int(self.n_bytes[i]), block=i)
 
     def subset(self, idx) -> Blocks:
         "The blocks at indices `idx`, in that order."
@@ -232,12 +280,11 @@ class Blocks(torch.utils.data.Dataset):
     def t_lengths(self) -> np.ndarray: return np.diff(self.t_off)
 
     def save(self, path) -> Path:
-        "Write all arrays to `path` (.npz) atomically: a killed run never leaves a half-written file."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmpf = tempfile.mkstemp(dir=path.parent, suffix='.npz')
-        with os.fdopen(fd, 'wb') as f: np.savez(f, **{k: getattr(self, k) for k in self.KEYS})
-        os.replace(tmpf, path)
-        return path
+        "Write all arrays to `path` (.npz) whole or not at all (`atomic_path`): a killed run or a full disk leaves no half-written file."
+        from kaggle_distill.files import atomic_path
+        with atomic_path(path, 'packed data') as tmp:
+            with open(tmp, 'wb') as f: np.savez(f, **{k: getattr(self, k) for k in self.KEYS})
+        return Path(path)
 
     @classmethod
     def load(cls, path) -> Blocks:
@@ -387,10 +434,9 @@ def find_cached(key: str, folders, depth: int = 4) -> Path | None:
 def copy_cached(key: str, src: Path, dst: Path) -> None:
     "Copy cache entry `key` from folder `src` into `dst`, each file atomically, `stats.json` last."
     import shutil
-    dst.mkdir(parents=True, exist_ok=True)
+    from kaggle_distill.files import atomic_path
     for s in CACHE_FILES:
-        tmpf = dst / f'.{key}.{s}.{os.getpid()}.tmp'
-        shutil.copyfile(src / f'{key}.{s}', tmpf); os.replace(tmpf, dst / f'{key}.{s}')
+        with atomic_path(dst / f'{key}.{s}', 'packed data') as tmp: shutil.copyfile(src / f'{key}.{s}', tmp)
 
 # %% ../nbs/04_data.ipynb #e396fbc3
 def _pack_source(cfg_data, s_tok, t_tok) -> tuple[Blocks, Blocks, dict]:
@@ -415,18 +461,24 @@ def build_datasets(cfg_data, s_tok, t_tok, cache_dir=None, search=(), cache: boo
     """Train and held-out `Blocks` from `cfg_data` (a `DataConfig`) and counts. Cached in `cache_dir` (default
     `data_cache_dir()`); an entry found there or in a `search` folder is loaded instead of packing (and copied to `cache_dir`)."""
     from time import perf_counter
+    from kaggle_distill.files import write_atomic
     t0, key, out = perf_counter(), data_cache_key(cfg_data, s_tok, t_tok), Path(cache_dir or data_cache_dir())
     found = (find_cached(key, [out], depth=0) or find_cached(key, search)) if cache else None
     if found is not None:
-        train, evalb = Blocks.load(found / f'{key}.train.npz'), Blocks.load(found / f'{key}.eval.npz')
-        stats = json.loads((found / f'{key}.stats.json').read_text())
-        if found != out: copy_cached(key, found, out)
-    else:
+        try:
+            train, evalb = Blocks.load(found / f'{key}.train.npz'), Blocks.load(found / f'{key}.eval.npz')
+            stats = json.loads((found / f'{key}.stats.json').read_bytes())
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:   # damaged on disk: a cache, so pack again
+            warnings.warn(f"packed data {found / key}.* cannot be read ({type(e).__name__}: {str(e)[:80]}); packing the text "
+                          f"again", stacklevel=2)
+            found = None
+        else:
+            if found != out: copy_cached(key, found, out)
+    if found is None:
         train, evalb, stats = _pack_source(cfg_data, s_tok, t_tok)
         if cache:
             train.save(out / f'{key}.train.npz'); evalb.save(out / f'{key}.eval.npz')
-            tmpf = out / f'.{key}.stats.json.{os.getpid()}.tmp'; tmpf.write_text(json.dumps(stats))
-            os.replace(tmpf, out / f'{key}.stats.json')                  # written last: its presence marks a complete entry
+            write_atomic(out / f'{key}.stats.json', json.dumps(stats), 'packed data')   # last: marks a complete entry
     if not len(train): raise DataError(f"data source {cfg_data.source!r}: no training block could be packed "
                                        f"(skipped {stats['train']['skipped_spans']} over-long spans); raise data.max_length")
     n_eval = len(evalb)

@@ -16,7 +16,9 @@ from torch import Tensor, nn
 # %% auto #0
 __all__ = ['perplexity', 'bits_per_byte', 'boundary_token_id', 'forward_logits', 'nll_from_logits', 'token_nll', 'eval_mode',
            'common_space', 'agreement_counts', 'bucket_log_probs', 'agreement_rows', 'bpb_interval', 'loss_record',
-           'mean_loss_records', 'preserved_rng', 'row_nll', 'teacher_rows', 'evaluate', 'eval_records', 'eval_kwargs']
+           'mean_loss_records', 'preserved_rng', 'row_nll_counts', 'row_nll', 'teacher_rows', 'with_prefix',
+           'StoredTeacher', 'teacher_agreement', 'stored_teacher', 'stored_agreement', 'evaluate', 'eval_records',
+           'eval_kwargs']
 
 # %% ../nbs/30_evaluate.ipynb #6d9c41f5
 def perplexity(mean_nll: float) -> float:
@@ -220,13 +222,18 @@ def preserved_rng():
         if cuda is not None: torch.cuda.set_rng_state_all(cuda)
 
 # %% ../nbs/30_evaluate.ipynb #7bd509ed
-def row_nll(logits: Tensor, ids: Tensor, mask: Tensor, prefix: int | None, V: int | None) -> tuple[list[float], int]:
-    "Summed NLL (nats) of each row of a batch (`nll_from_logits` row by row) and the number of scored tokens."
-    out, n = [], 0
+def row_nll_counts(logits: Tensor, ids: Tensor, mask: Tensor, prefix: int | None, V: int | None) -> tuple[list[float], list[int]]:
+    "Summed NLL (nats) and number of scored tokens of each row of a batch (`nll_from_logits` row by row)."
+    out, counts = [], []
     for r in range(len(ids)):
         tot, k = nll_from_logits(logits[r:r + 1], ids[r:r + 1], mask[r:r + 1], prefixed=prefix is not None, vocab_size=V, ignore_id=prefix)
-        out.append(tot); n += k
-    return out, n
+        out.append(tot); counts.append(k)
+    return out, counts
+
+def row_nll(logits: Tensor, ids: Tensor, mask: Tensor, prefix: int | None, V: int | None) -> tuple[list[float], int]:
+    "Summed NLL (nats) of each row of a batch and the number of scored tokens of the batch."
+    out, counts = row_nll_counts(logits, ids, mask, prefix, V)
+    return out, sum(counts)
 
 def teacher_rows(teacher: nn.Module, b: Mapping[str, Tensor], t_prefix: int | None = None, t_vocab: int | None = None,
                  autocast_dtype: torch.dtype | None = None) -> tuple[list[float], int, Tensor]:
@@ -235,6 +242,65 @@ def teacher_rows(teacher: nn.Module, b: Mapping[str, Tensor], t_prefix: int | No
     rows, n = row_nll(t_lg, b['t_ids'], b['t_mask'], t_prefix, t_vocab)
     pb = b['pair_b'].to(t_lg.device)
     return rows, n, t_lg[pb, b['pair_t'].to(t_lg.device) + (t_prefix is not None)]
+
+# %% ../nbs/30_evaluate.ipynb #18ab8b52
+from dataclasses import dataclass as _dataclass
+
+def with_prefix(b: Mapping[str, Tensor], s_prefix: int | None, t_prefix: int | None) -> dict:
+    "Batch `b` read after a boundary token: `s_prefix` / `t_prefix` prepended to that side's rows (None: as is), masks and aligned positions shifted."
+    out = dict(b)
+    for side, pid in (('s', s_prefix), ('t', t_prefix)):
+        if pid is None: continue
+        ids, mask = b[f'{side}_ids'], b[f'{side}_mask']
+        out[f'{side}_ids'] = torch.cat([ids.new_full((len(ids), 1), pid), ids], 1)
+        out[f'{side}_mask'] = torch.cat([mask.new_ones((len(mask), 1)), mask], 1)
+        out[f'pair_{side}'] = b[f'pair_{side}'] + 1
+    return out
+
+@_dataclass
+class StoredTeacher:
+    "The teacher's side of one held-out batch as stored: per-row NLL sums and scored tokens, and per aligned pair what the agreement measures read."
+    nll: list
+    counts: list
+    top5: Tensor          # [P, 5] the teacher's top 5 over the common space (indices into the shared tokens, or token ids)
+    argmax: Tensor        # [P]
+    top_p: Tensor         # [P] its largest probability over the shared tokens (the 'confident' test)
+    shared: object        # kaggle_distill.sparse_target.SparseTarget over `space`: the kd_shared target
+    space: object         # kaggle_distill.sparse_target.TargetSpace (kaggle_distill.sparse_target.eval_space)
+
+    @property
+    def n(self) -> int: return sum(self.counts)
+
+def teacher_agreement(t_P: Tensor, shared: tuple[Tensor, Tensor] | None, t_vocab: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    "What the agreement measures read of the teacher's logit rows `t_P`: top 5 and argmax over the common space, top shared probability."
+    c = t_P[:, shared[1].to(t_P.device)].float() if shared is not None else t_P[:, :t_vocab or t_P.shape[-1]].float()
+    lt = bucket_log_probs(t_P, None if shared is None else shared[1], t_vocab)
+    return c.topk(min(5, c.shape[-1]), -1).indices, c.argmax(-1), lt[:, slice(None, -1) if shared is not None else slice(None)].max(-1).values.exp()
+
+def stored_teacher(t_lg: Tensor, b: Mapping[str, Tensor], t_prefix: int | None, t_vocab: int | None, shared, space,
+                   exact: int, k: int, u: Tensor | None) -> tuple[StoredTeacher, Tensor, Tensor]:
+    """The `StoredTeacher` of batch `b` from the teacher's logits `t_lg` (prefixed as `forward_logits` returns them), its
+    kd_shared target sampled at uniforms `u` (`sample_target`); with the draws' counts and rest masses."""
+    from kaggle_distill.sparse_target import sample_target, target_probs
+    rows, counts = row_nll_counts(t_lg, b['t_ids'], b['t_mask'], t_prefix, t_vocab)
+    t_P = t_lg[b['pair_b'].to(t_lg.device), b['pair_t'].to(t_lg.device) + (t_prefix is not None)].float()
+    top5, am, tp = teacher_agreement(t_P, shared, t_vocab)
+    target, c, m = sample_target(target_probs(t_P, space.to(t_P.device), 1.0), exact, k, u)
+    return StoredTeacher(rows, counts, top5, am, tp, target, space), c, m
+
+def stored_agreement(s_lg: Tensor, at: tuple[Tensor, Tensor], st: StoredTeacher, shared, s_vocab: int | None,
+                     confident: float = 0.5) -> tuple[int, float, float, int, int]:
+    "Top-1 matches, summed top-5 overlap, summed kd_shared, confident rows and confident hits of the student's prefixed logits `s_lg` against a stored teacher."
+    from kaggle_distill.sparse_target import sparse_kl_rows
+    s_P = s_lg[at]
+    c = s_P[:, shared[0].to(s_P.device)].float() if shared is not None else s_P[:, :s_vocab or s_P.shape[-1]].float()
+    top5, am, tp = (x.to(s_P.device) for x in (st.top5, st.argmax, st.top_p))
+    s_am = c.argmax(-1)
+    k = top5.shape[-1]
+    overlap = (c.topk(k, -1).indices[:, :, None] == top5[:, None, :]).any(-1).sum(-1).double() / k
+    kl = sparse_kl_rows(s_lg, at, st.shared.to(s_P.device), st.space.to(s_P.device), 1.0)
+    conf = tp >= confident
+    return int((s_am == am).sum()), float(overlap.sum()), float(kl.double().sum()), int(conf.sum()), int((conf & (s_am == am)).sum())
 
 # %% ../nbs/30_evaluate.ipynb #a974d93a
 def _ratio(a: float, b: float) -> float | None:
@@ -247,7 +313,8 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
              s_vocab: int | None = None, t_vocab: int | None = None,
              s_prefix: int | None = None, t_prefix: int | None = None,
              autocast_dtype: torch.dtype | None = None, modules: Iterable[nn.Module] = (),
-             progress: bool | str = False, teacher_fn: Callable | None = None, confident: float = 0.5) -> dict:
+             progress: bool | str = False, teacher_fn: Callable | None = None, confident: float = 0.5,
+             student_fn: Callable | None = None) -> dict:
     "Bits per byte (with intervals), perplexity, agreement and KL on aligned pairs, and the training loss of `teacher` and `student` over `batches`."
     if shared is None and s_vocab and t_vocab and s_vocab != t_vocab:     # fail before any forward pass
         raise ValueError(_NO_SHARED.format(Vs=s_vocab, Vt=t_vocab))
@@ -263,14 +330,19 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
             it = tqdm(batches, desc=progress if isinstance(progress, str) else 'eval', unit=' batches', leave=False, delay=2,
                       mininterval=1, dynamic_ncols=True, disable=progress_quiet())
         for b in it:
-            t_rows, t_n, t_P = teacher_fn(b)
-            s_lg = forward_logits(student, b['s_ids'], b['s_mask'], prefix_id=s_prefix, autocast_dtype=autocast_dtype)
+            t = teacher_fn(b)
+            t_rows, t_n, t_P = (t.nll, t.n, None) if isinstance(t, StoredTeacher) else t
+            if student_fn is not None: s_lg, res = student_fn(b); losses.append(loss_record(res))
+            else: s_lg = forward_logits(student, b['s_ids'], b['s_mask'], prefix_id=s_prefix, autocast_dtype=autocast_dtype)
             s_rows, s_n = row_nll(s_lg, b['s_ids'], b['s_mask'], s_prefix, s_vocab)
             for key, rs, n in (('t', t_rows, t_n), ('s', s_rows, s_n)):
                 rows[f'{key}_nll'] += rs; acc[f'{key}_nll'] += math.fsum(rs); acc[f'{key}_n'] += n
             pb = b['pair_b'].to(s_lg.device)
             s_P = s_lg[pb, b['pair_s'].to(s_lg.device) + (s_prefix is not None)]
-            if len(pb):
+            if len(pb) and t_P is None:                 # the teacher's side as stored
+                h1, hk, kl, c, ch = stored_agreement(s_lg, (pb, b['pair_s'].to(s_lg.device) + (s_prefix is not None)), t, shared, s_vocab, confident)
+                acc['top1'] += h1; acc['topk'] += hk; acc['kl'] += kl; acc['conf'] += c; acc['conf_hit'] += ch
+            elif len(pb):
                 h1, hk = agreement_counts(*common_space(s_P, t_P, shared, s_vocab, t_vocab), k=5)
                 ag = agreement_rows(s_P, t_P, shared, s_vocab, t_vocab, confident)
                 acc['top1'] += h1; acc['topk'] += hk; acc['kl'] += float(ag['kl'].double().sum())
@@ -278,7 +350,7 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
             rows['bytes'] += b['n_bytes'].tolist()
             acc['pairs'] += len(pb); acc['bytes'] += int(b['n_bytes'].sum()); acc['batches'] += 1
             del s_lg, s_P, t_P
-            if loss_fn is not None:
+            if loss_fn is not None and student_fn is None:
                 with _autocast(_device(student), autocast_dtype): losses.append(loss_record(loss_fn(b)))
     if acc['batches'] == 0: raise ValueError("evaluate got no batches: check the evaluation split is not empty")
     loss = mean_loss_records(losses)

@@ -18,12 +18,14 @@ from .curriculum import schedule_value
 from .report import read_metrics
 
 # %% auto #0
-__all__ = ['DEMO_RUN', 'SCHEDULE_FIELDS', 'COLORS', 'RecordedRun', 'load_run', 'schedule_keys', 'schedule_values', 'slider_range',
-           'overrides', 'config_from_values', 'weights_yaml', 'write_weights', 'Contributions', 'contributions',
-           'plot_contributions', 'schedule_widgets', 'WeightsExplorer', 'explore_weights']
+__all__ = ['REPO', 'DEMO_RUN', 'SCHEDULE_FIELDS', 'COLORS', 'RecordedRun', 'load_run', 'schedule_keys', 'schedule_values',
+           'slider_range', 'overrides', 'config_from_values', 'weights_yaml', 'fresh_run_dir', 'run_command',
+           'inert_keys', 'write_weights', 'Contributions', 'contributions', 'plot_contributions', 'schedule_widgets',
+           'WeightsExplorer', 'explore_weights']
 
 # %% ../nbs/32_explorer.ipynb #32806e31
-DEMO_RUN = Path(kaggle_distill.__file__).resolve().parent.parent / 'docs'   # cpu-demo-metrics.jsonl, cpu-demo-config.json
+REPO = Path(kaggle_distill.__file__).resolve().parent.parent
+DEMO_RUN = REPO / 'docs'   # cpu-demo-metrics.jsonl, cpu-demo-config.json
 
 @dataclass
 class RecordedRun:
@@ -32,6 +34,7 @@ class RecordedRun:
     config: Config | None
     source: Path
     notes: list[str]
+    config_path: Path | None = None     # the run's config.json (None: unknown)
 
 def load_run(run=None) -> RecordedRun:
     "Train records and config of a run folder (or its `metrics.jsonl`); without `run`, the CPU demo's run recorded in docs/."
@@ -42,6 +45,7 @@ def load_run(run=None) -> RecordedRun:
                                     "the wheel; pass a run folder instead, e.g. runs/cpu-demo after `make demo`")
     else:
         p = Path(run)
+        if not p.exists() and not p.is_absolute() and (REPO / p).exists(): p = REPO / p    # e.g. runs/cpu-demo, from nbs/
         metrics = p / 'metrics.jsonl' if p.is_dir() else p
         cfg_path = metrics.parent / 'config.json'
     train, _, notes = read_metrics(metrics)
@@ -54,7 +58,7 @@ def load_run(run=None) -> RecordedRun:
             notes.append(f"{cfg_path.name} is not a valid config of this version ({str(e).splitlines()[-1].strip()}); "
                          "starting from the preset's weights")
     else: notes.append(f"no {cfg_path.name} next to {metrics.name}: starting from the preset's weights")
-    return RecordedRun(train, config, metrics, notes)
+    return RecordedRun(train, config, metrics, notes, cfg_path.resolve() if config is not None else None)
 
 # %% ../nbs/32_explorer.ipynb #297d0b84
 SCHEDULE_FIELDS = {f.name: f.metadata for f in fields(Schedule)}
@@ -70,19 +74,21 @@ def schedule_values(cfg: Config) -> dict:
     return {k: getattr(sched(k), k.rsplit('.', 1)[1]) for k in schedule_keys()}
 
 def slider_range(key: str, value: float) -> tuple[float, float, float]:
-    "(min, max, step) of a key's slider: the config field's `lo`/`hi`; no `hi` (a weight, a temperature) gives max(1, ⌈2 × value⌉)."
+    """(min, max, step) of a key's slider: the config field's `lo`, and max(1, ⌈2 × value⌉) capped by its `hi` (a fraction
+    stops at 1; a weight or a temperature, whose `hi` only guards against typos, at twice its value)."""
     md = SCHEDULE_FIELDS[key.rsplit('.', 1)[1]]
     lo = md['lo'] if md['lo'] is not None else 0.0
-    hi = md['hi'] if md['hi'] is not None else float(max(1, math.ceil(2 * value)))
+    hi = float(max(1, math.ceil(2 * value)))
+    if md['hi'] is not None: hi = min(hi, float(md['hi']))
     return float(lo), float(hi), 0.01 if md['hi'] == 1.0 else 0.001
 
 # %% ../nbs/32_explorer.ipynb #825e5232
 def _fmt(v) -> str:
     return v if isinstance(v, str) else repr(round(float(v), 6))
 
-def overrides(values: dict, preset: str = 'cpu-demo') -> list[str]:
-    "`key=value` overrides for the keys of `values` whose value differs from `preset`'s."
-    base = schedule_values(load_config(preset))
+def overrides(values: dict, preset: str = 'cpu-demo', base: Config | None = None) -> list[str]:
+    "`key=value` overrides for the keys of `values` whose value differs from `base`'s (default: `preset`'s config)."
+    base = schedule_values(base or load_config(preset))
     return [f'{k}={_fmt(v)}' for k, v in values.items() if k not in base or base[k] != v]
 
 def config_from_values(values: dict, preset: str = 'cpu-demo') -> Config:
@@ -97,6 +103,34 @@ def weights_yaml(values: dict, preset: str = 'cpu-demo') -> str:
             f'#   kaggle-distill train --preset {preset} --config THIS_FILE\n'
             f"# same as: {' '.join(overrides(values, preset)) or '(the preset itself)'}\n")
     return head + yaml.safe_dump(data, sort_keys=False)
+
+def fresh_run_dir(run_dir: str) -> str:
+    "The first of `run_dir`-w1, -w2, ... that does not exist yet: a run folder the weights' run can start in."
+    i = 1
+    while Path(f'{run_dir}-w{i}').exists(): i += 1
+    return f'{run_dir}-w{i}'
+
+def run_command(values: dict, run: Config, config_file) -> str:
+    """The command that trains the explored run again with the chosen weights: its own settings (its `config.json`,
+    `config_file`, merged over its preset: data, models, steps), the changed weights as overrides, and a fresh run folder."""
+    return ' '.join(['kaggle-distill train --preset', run.preset, '--config', str(Path(config_file).resolve()),
+                     *overrides(values, base=run), f'run_dir={fresh_run_dir(run.run_dir)}'])
+
+def inert_keys(values: dict) -> dict[str, str]:
+    "Schedule keys whose value changes nothing while the other values of the same schedule stay as they are, each with the reason."
+    out = {}
+    for o in sorted({k.rsplit('.', 1)[0] for k in values}):
+        v = {f: values.get(f'{o}.{f}') for f in SCHEDULE_FIELDS}
+        if None in v.values(): continue
+        if v['ramp_to'] <= v['active_from']:
+            out[f'{o}.start'] = (f"no effect while {o}.ramp_to ({v['ramp_to']:g}) is not after active_from ({v['active_from']:g}): the "
+                                 f"value is `end` from the moment it is on; move ramp_to later to ramp from `start`")
+        if v['start'] == v['end']:
+            for f in ('ramp_from', 'ramp_to', 'shape'):
+                out[f'{o}.{f}'] = f"no effect while {o}.start = {o}.end ({v['start']:g}): there is no ramp to place or shape"
+        if v['start'] == v['end'] == 0 and o != 'loss.temperature':
+            out[f'{o}.active_from'] = f"no effect while {o} is off (start = end = 0): raise start or end to turn it on"
+    return out
 
 def write_weights(values: dict, path, preset: str = 'cpu-demo') -> Path:
     "Validate, then write the chosen schedules to `path` as a config file for `kaggle-distill train --config`; invalid: raise, write nothing."
@@ -173,7 +207,7 @@ def plot_contributions(c: Contributions, temperature: Schedule | None = None, tr
     pos = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in c.contrib.values()] + [np.array([])])
     if len(pos) and pos.max() / pos.min() >= 10: a.set_yscale('log')
     a.set(title='weighted contribution (raw × weight)', xlabel='optimizer step')
-    a.legend(fontsize=7)
+    a.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.16), ncol=4, frameon=False)    # under the axes: never over a curve
     known, low = np.isfinite(c.total), np.zeros(len(c.steps))
     for n in names:                                   # stacked by hand: a step with an unknown share is a gap
         high = low + np.nan_to_num(shares[n])
@@ -183,7 +217,7 @@ def plot_contributions(c: Contributions, temperature: Schedule | None = None, tr
     for s in c.steps[~known]: b.axvspan(s - 2 * half, s + 2 * half, color='0.85', lw=0, zorder=0)   # under the known shares
     b.set(title='share of the total (over the run)', xlabel='optimizer step', ylim=(0, 1), xlim=(c.steps.min(), c.steps.max()))
     b.yaxis.set_major_formatter(lambda v, _: f'{v:.0%}')
-    b.legend(fontsize=7, loc='upper left')
+    hb, lb = b.get_legend_handles_labels()
     if temperature is not None or train:
         t = b.twinx()
         if temperature is not None:
@@ -191,7 +225,9 @@ def plot_contributions(c: Contributions, temperature: Schedule | None = None, tr
             t.plot(c.steps, [schedule_value(temperature, max(s - 1, 0), total) for s in c.steps], 'k--', label='T chosen')
         if train: t.plot(c.steps, [r.get('temperature') for r in train], 'k:', label='T recorded')
         ts = [r.get('temperature') or 0.0 for r in train or []] + ([temperature.start, temperature.end] if temperature else [])
-        t.set_ylim(0, 1.3 * max(ts) or 1.0); t.set_ylabel('temperature T'); t.legend(fontsize=7, loc='lower right')
+        t.set_ylim(0, 1.3 * max(ts) or 1.0); t.set_ylabel('temperature T')
+        ht, lt = t.get_legend_handles_labels(); hb, lb = hb + ht, lb + lt
+    b.legend(hb, lb, fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)   # under the axes
     if title: fig.suptitle(textwrap.fill(title, 120), fontsize=8)
     return fig
 
@@ -215,11 +251,11 @@ class WeightsExplorer:
         import ipywidgets as W
         self.run = run if isinstance(run, RecordedRun) else load_run(run)
         self.preset = preset or (self.run.config.preset if self.run.config else 'cpu-demo')
-        start = self.run.config or load_config(self.preset)
+        self.base = start = self.run.config or load_config(self.preset)      # the run's own settings: what a new run keeps
         self.widgets = schedule_widgets(schedule_values(start))
         self.error, self.figure, self.config, self.contributions, self.overrides, self.written = None, None, None, None, [], None
         self.message, self.image, self.commands = W.HTML(), W.Image(format='png'), W.HTML()
-        self.path = W.Text(value=str(path), description='YAML file')
+        self.path = W.Text(value=str(Path(path).resolve()), description='YAML file', layout=W.Layout(width='520px'))   # absolute: the command works from anywhere
         self.button = W.Button(description='write YAML config', button_style='primary')
         self.button.on_click(self.write)
         tabs = {n: [w for k, w in self.widgets.items() if k.split('.')[-2] == n] for n in list(LOSS_NAMES) + ['temperature']}
@@ -249,21 +285,34 @@ class WeightsExplorer:
         self.error, self.commands.value = text, ''          # nothing to train with until the choice is valid again
         self.message.value = f'<pre style="color:#b00020; white-space:pre-wrap">{html.escape(text)}</pre>'
 
-    def _command(self) -> str:
-        return html.escape(' '.join(['kaggle-distill train --preset', self.preset] + self.overrides))
+    def command(self, weights_file=None) -> str:
+        """The command that trains the explored run with the chosen weights, as shown: its own settings (its config.json),
+        the chosen weights (the overrides, or the written `weights_file`), a fresh run folder."""
+        if self.run.config_path is None:                    # the run's settings are unknown: the preset's
+            return ' '.join(['kaggle-distill train --preset', self.preset, *(['--config', str(Path(weights_file).resolve())] if weights_file else self.overrides)])
+        if weights_file is None: return run_command(self.values(), self.base, self.run.config_path)
+        return ' '.join(['kaggle-distill train --preset', self.base.preset, '--config', str(self.run.config_path), '--config',
+                         str(Path(weights_file).resolve()), f'run_dir={fresh_run_dir(self.base.run_dir)}'])
+
+    def _inert(self) -> dict:
+        "The sliders that change nothing under the current schedules: their tooltip says why; a moved one is named under the picture."
+        inert, start = inert_keys(self.values()), schedule_values(self.base)
+        for k, w in self.widgets.items(): w.tooltip = inert.get(k, SCHEDULE_FIELDS[k.rsplit('.', 1)[1]]['doc'])
+        return {k: r for k, r in inert.items() if self.values()[k] != start[k]}    # moved, to no effect
 
     def update(self, change=None):
         "Validate the chosen values; if valid, recompute and redraw, else show the config's error."
         try: cfg = config_from_values(self.values(), self.preset)
         except ConfigError as e: return self._show_error(str(e))
         self.error, self.config = None, cfg
-        self.overrides = overrides(self.values(), self.preset)
+        self.overrides = overrides(self.values(), base=self.base)
+        self.inert = self._inert()
         self.contributions = c = contributions(self.run.train, cfg.loss.weights)
         self.figure = plot_contributions(c, cfg.loss.temperature, self.run.train,
                                          title=f'{Path(*self.run.source.parts[-2:])}, preset {self.preset}: ' + (' '.join(self.overrides) or 'as the preset'))
         buf = io.BytesIO(); self.figure.savefig(buf, format='png', dpi=80); self.image.value = buf.getvalue()
         self.message.value = '<br>'.join(html.escape(l) for l in self._summary())
-        self.commands.value = f'<code>{self._command()}</code>'
+        self.commands.value = f'<code>{html.escape(self.command())}</code>'
 
     def _summary(self) -> list[str]:
         "Lines under the picture: the run's shares, steps that cannot be re-weighted, the temperature caveat, notes on the run."
@@ -272,6 +321,7 @@ class WeightsExplorer:
         lines = ['share of the total over the run: ' + ', '.join(f'{n} {_pct(shares[n])}' for n in ranked)]
         lines += [f'{n}: weighted at {k} logged steps where the run did not compute it (no raw value); those steps are left out'
                   for n, k in c.unknown.items() if k]
+        lines += [f'{k} was moved, to no effect: {r}' for k, r in self.inert.items()]
         recorded_t = self.run.config.loss.temperature if self.run.config else None
         if self.config.loss.temperature != recorded_t:
             lines.append("temperature differs from the run's: KD raw values were measured at the recorded T, so KD is shown as measured")
@@ -279,12 +329,11 @@ class WeightsExplorer:
 
     def write(self, button=None, path=None) -> Path | None:
         "Write the chosen schedules as YAML (to `path` or the path box); on an invalid choice show the error and write nothing."
-        try: p = write_weights(self.values(), path or self.path.value, self.preset)
+        try: p = write_weights(self.values(), Path(path or self.path.value).resolve(), self.preset)
         except ConfigError as e: return self._show_error(str(e))
         self.written = p
-        q = html.escape(str(p))
-        self.commands.value = (f'wrote <code>{q}</code>; train with <code>kaggle-distill train --preset {self.preset} --config {q}</code>'
-                               f' or <code>{self._command()}</code>')
+        self.commands.value = (f'wrote <code>{html.escape(str(p))}</code>; train with <code>{html.escape(self.command(p))}</code>'
+                               f' or <code>{html.escape(self.command())}</code>')
         return p
 
     def _ipython_display_(self):

@@ -9,11 +9,13 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['TORCH_CU126_INDEX', 'P100_TORCH_SPEC', 'TORCH_COMPANIONS', 'MACHINE_SHAPES', 'KERNEL_TITLE', 'DATASET_TITLE',
-           'KERNEL_FILE', 'ESTIMATED_TOKENS_PER_S', 'SETUP_ESTIMATE_S', 'arch_supported', 'probe_torch',
-           'torch_install_commands', 'ensure_gpu_torch', 'KaggleSetupError', 'describe_device', 'preset_for_device',
-           'choose_preset', 'kaggle_root', 'session_overrides', 'train_command', 'processes_for', 'run_logged',
-           'session_outcome', 'launched_status', 'inject_parameters', 'git_version', 'build_wheel', 'slugify',
-           'dataset_metadata', 'kernel_metadata', 'validate_kernel_metadata', 'session_estimate', 'prepare_kaggle']
+           'KERNEL_FILE', 'ESTIMATED_TOKENS_PER_S', 'SETUP_ESTIMATE_S', 'PREPARE_MARKER', 'PREPARE_WRITER',
+           'PREPARE_KEEP', 'PREPARE_FIX', 'arch_supported', 'probe_torch', 'torch_install_commands', 'ensure_gpu_torch',
+           'KaggleSetupError', 'describe_device', 'preset_for_device', 'choose_preset', 'kaggle_root',
+           'session_overrides', 'train_command', 'processes_for', 'run_logged', 'session_outcome', 'launched_status',
+           'inject_parameters', 'git_version', 'build_wheel', 'slugify', 'dataset_metadata', 'kernel_metadata',
+           'validate_kernel_metadata', 'session_estimate', 'read_prepare_marker', 'check_prepare_out', 'write_prepared',
+           'kaggle_checkout', 'prepare_kaggle']
 
 # %% ../nbs/40_kaggle.ipynb #d62e5260
 def arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
@@ -184,8 +186,12 @@ def build_wheel(repo='.', out='dist', version: str | None = None) -> Path:
         init = Path(tmp, 'kaggle_distill', '__init__.py')
         init.write_text(re.sub(r'__version__ = ".*"', f'__version__ = "{version}"', init.read_text()))
         out.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--quiet', '--no-deps', '--no-build-isolation', '-w', str(out), tmp],
-                       check=True, capture_output=True, text=True)
+        try: subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--quiet', '--no-deps', '--no-build-isolation', '-w', str(out), tmp],
+                            check=True, capture_output=True, text=True)
+        except subprocess.CalledProcessError as e:
+            tail = ' | '.join((e.stderr or e.stdout or '').strip().splitlines()[-3:])
+            raise KaggleSetupError(f"building the wheel failed (pip wheel: {tail}); `pip wheel --no-deps .` in the checkout "
+                                   "shows the whole error") from None
     wheels = [w for w in out.glob('kaggle_distill-*.whl') if w.name.split('-')[1] == version]
     if len(wheels) != 1: raise KaggleSetupError(f"expected one wheel of version {version} in {out}, found {wheels}")
     return wheels[0]
@@ -254,25 +260,147 @@ def session_estimate(cfg, gpu: str, tokens_per_s: float | None = None) -> dict:
                     f"at an estimated {tps:,.0f} tokens/s on {gpu} that is {train_s / 3600:.1f} h of training: "
                     f"{sessions} session(s) of {budget / 3600:g} h (an estimate; metrics.jsonl logs the real tok_per_s)"}
 
+# %% ../nbs/40_kaggle.ipynb #79df6948
+PREPARE_MARKER = '.kaggle-distill-prepare.json'    # in --out: what `kaggle prepare` wrote there
+PREPARE_WRITER = 'kaggle-distill kaggle prepare'
+PREPARE_KEEP = 'output'                            # --out/output: `kaggle kernels output` lands here; never touched
+PREPARE_FIX = 'give a new or empty folder with --out <folder> (the default is kaggle_upload)'
+
+def _own_file(f) -> bool:
+    "True for a path prepare writes: relative, inside dataset/ or kernel/, no '..'."
+    from pathlib import PurePosixPath
+    if not isinstance(f, str): return False
+    parts = PurePosixPath(f).parts
+    return len(parts) >= 2 and parts[0] in ('dataset', 'kernel') and '..' not in parts and not f.startswith('/')
+
+def read_prepare_marker(out) -> list[str] | None:
+    "The files an earlier `kaggle prepare` listed in `out`'s marker; None without a marker; `KaggleSetupError` for a marker that is not prepare's."
+    p = Path(out) / PREPARE_MARKER
+    if not p.is_file(): return None
+    try: m = json.loads(p.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e: m = e
+    if not (isinstance(m, dict) and m.get('written_by') == PREPARE_WRITER and isinstance(m.get('files'), list)
+            and all(map(_own_file, m['files']))):
+        raise KaggleSetupError(f"--out {str(out)!r}: {PREPARE_MARKER} there is not a marker written by kaggle prepare, so "
+                               f"nothing in that folder was changed; {PREPARE_FIX}")
+    return list(m['files'])
+
+def _entries(out: Path) -> list[str]:
+    "Every file (symlinks included) and empty folder under `out` as a relative path, `output/` left out and never read."
+    found = []
+    def fail(e): raise e
+    for root, dirs, files in os.walk(out, onerror=fail):
+        rel = Path(root).relative_to(out)
+        if rel == Path('.'): dirs[:] = [d for d in dirs if d != PREPARE_KEEP]; files = [f for f in files if f != PREPARE_KEEP]
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        dirs[:] = [d for d in dirs if d not in links]
+        found += [(rel / f).as_posix() for f in [*files, *links]]
+        if not dirs and not files and not links and rel != Path('.'): found.append(rel.as_posix() + '/')
+    return sorted(found)
+
+def _path_problem(p: Path) -> str | None:
+    "Why path `p` cannot be used (a name too long, a symlink loop, no permission, a file where a folder should be); None if fine."
+    try: os.stat(p)
+    except (FileNotFoundError, NotADirectoryError): return None      # absent, or under a file: the caller says which
+    except OSError as e: return e.strerror.lower()
+    return None
+
+def check_prepare_out(out, repo='.') -> list[str]:
+    """Refuse an `out` that `kaggle prepare` may not write into (before anything is built or written); return the
+    files an earlier prepare wrote there, which this one replaces (empty for a new or empty folder)."""
+    out, refuse = Path(out), lambda why: KaggleSetupError(f"--out {str(out)!r} {why}; nothing was changed. {PREPARE_FIX}")
+    if (why := _path_problem(out)) is not None: raise refuse(f'cannot be used ({why})')
+    here = next(p for p in (out, *out.parents) if os.path.lexists(p))     # `out` itself, or its nearest existing parent
+    if not here.is_dir():
+        raise refuse('is a file, not a folder' if here == out else f'is inside {str(here)!r}, which is a file, not a folder')
+    o, r = out.resolve(), Path(repo).resolve()
+    if o == r or o in r.parents:
+        raise refuse(f"is {'the checkout' if o == r else f'a folder holding the checkout {str(r)!r}'}: prepare writes only "
+                     "into a folder of its own")
+    if r in o.parents and '.git' in o.relative_to(r).parts: raise refuse("is inside the checkout's .git folder")
+    if here != out:
+        if not os.access(here, os.W_OK | os.X_OK): raise refuse(f'cannot be created: {str(here)!r} is not writable')
+        return []
+    if not os.access(out, os.R_OK | os.W_OK | os.X_OK): raise refuse('cannot be read and written (permissions)')
+    try: found = _entries(out)
+    except OSError as e: raise refuse(f'cannot be read ({e.strerror.lower()}: {e.filename})') from None
+    if not found: return []
+    listed = read_prepare_marker(out)
+    if listed is None:
+        raise refuse(f"holds files kaggle prepare did not write ({_shown(found)})")
+    foreign = [f for f in found if f != PREPARE_MARKER and f not in listed and f.rstrip('/') not in ('dataset', 'kernel')]
+    if foreign: raise refuse(f"holds files kaggle prepare did not write ({_shown(foreign)}) beside what an earlier prepare wrote")
+    return listed
+
+def _shown(names: list[str], n: int = 4) -> str:
+    return ', '.join(names[:n]) + (f', ... ({len(names)} in all)' if len(names) > n else '')
+
 # %% ../nbs/40_kaggle.ipynb #d2f57d4d
+def _write_marker(out: Path, files) -> None:
+    "Write `out`'s marker listing `files` (relative paths), whole or not at all."
+    tmp = out / f'{PREPARE_MARKER}.{os.getpid()}.tmp'
+    try:
+        tmp.write_text(json.dumps({'written_by': PREPARE_WRITER, 'files': sorted(set(files))}, indent=1), encoding='utf-8')
+        os.replace(tmp, out / PREPARE_MARKER)
+    finally: tmp.unlink(missing_ok=True)
+
+def write_prepared(out, new: dict, old=()) -> None:
+    """Put the built files `new` ({relative path: source file}) into `out`, replacing the files `old` an earlier prepare
+    wrote there and nothing else. The marker first lists both, so a run stopped half-way (a full disk, a kill) leaves
+    only files a rerun recognises and replaces; at the end it lists `new` alone."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmps = {f: f'{f}.{os.getpid()}.tmp' for f in new}
+    _write_marker(out, [*old, *new, *tmps.values()])
+    for f in old:
+        p = out / f
+        if p.is_symlink() or p.is_file(): p.unlink()
+    for f, src in new.items():
+        dst, tmp = out / f, out / tmps[f]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try: shutil.copyfile(src, tmp); os.replace(tmp, dst)
+        finally: tmp.unlink(missing_ok=True)
+    for d in sorted({(out / f).parent for f in old} - {(out / f).parent for f in new}, reverse=True):
+        if d.is_dir() and not any(d.iterdir()): d.rmdir()                   # a folder only an earlier prepare used
+    _write_marker(out, new)
+
+def kaggle_checkout(repo='.') -> Path:
+    "The root of the kaggle_distill git checkout holding `repo`; `KaggleSetupError` when it is none."
+    try: root = Path(subprocess.run(['git', '-C', str(repo), 'rev-parse', '--show-toplevel'], capture_output=True,
+                                    text=True, check=True).stdout.strip())
+    except (subprocess.CalledProcessError, FileNotFoundError, NotADirectoryError):
+        root = None
+    if root is None or not (root / 'kaggle_kernels' / KERNEL_FILE).is_file() or not (root / 'settings.ini').is_file():
+        raise KaggleSetupError(f"{str(Path(repo).resolve())!r} is not inside a kaggle_distill git checkout: run kaggle prepare "
+                               "from the clone (git clone ...; cd kaggle_distill), so the wheel is built from its code")
+    return root
+
 def prepare_kaggle(user: str, out='kaggle_upload', preset: str | None = None, repo='.') -> str:
-    "Write `out/dataset` (the wheel, dataset-metadata.json) and `out/kernel` (the kernel, kernel-metadata.json); the upload steps."
+    """Write `out/dataset` (the wheel, dataset-metadata.json) and `out/kernel` (the kernel, kernel-metadata.json); the
+    upload steps. Everything is checked and built before `out` is touched; in `out` only files an earlier prepare wrote
+    are replaced (`check_prepare_out`, `write_prepared`)."""
     from kaggle_distill.config import load_config
     if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_-]*', user or ''):
-        raise KaggleSetupError(f"--user {user!r} is not a Kaggle user name (letters, digits, '-', '_')")
-    repo, out = Path(repo), Path(out)
-    if out.exists(): shutil.rmtree(out)
-    ds, kd = out / 'dataset', out / 'kernel'
-    wheel = build_wheel(repo, ds)
-    dmeta = dataset_metadata(user)
-    (ds / 'dataset-metadata.json').write_text(json.dumps(dmeta, indent=1))
-    kd.mkdir(parents=True)
+        raise KaggleSetupError(f"--user {user!r} is not a Kaggle user name (letters, digits, '-', '_'); give yours, "
+                               "e.g. --user jane-doe (it owns the dataset and the kernel)")
+    if preset: load_config(preset)                     # an unknown preset is refused here, before anything is built
+    repo, out = kaggle_checkout(repo), Path(out)
+    version = git_version(repo)
+    old = check_prepare_out(out, repo)
     nb = json.loads((repo / 'kaggle_kernels' / KERNEL_FILE).read_text())
-    if preset: load_config(preset); nb = inject_parameters(nb, preset=preset)
-    (kd / KERNEL_FILE).write_text(json.dumps(nb, indent=1))
+    if preset: nb = inject_parameters(nb, preset=preset)
+    dmeta = dataset_metadata(user)
     kmeta = kernel_metadata(user, dataset_sources=[dmeta['id']])
-    (kd / 'kernel-metadata.json').write_text(json.dumps(kmeta, indent=1))
-    if errs := validate_kernel_metadata(kmeta, kd): raise KaggleSetupError('; '.join(errs))
+    with tempfile.TemporaryDirectory(prefix='kaggle-prepare-') as tmp:
+        ds, kd = Path(tmp) / 'dataset', Path(tmp) / 'kernel'
+        wheel = build_wheel(repo, ds, version)
+        (ds / 'dataset-metadata.json').write_text(json.dumps(dmeta, indent=1))
+        kd.mkdir()
+        (kd / KERNEL_FILE).write_text(json.dumps(nb, indent=1))
+        (kd / 'kernel-metadata.json').write_text(json.dumps(kmeta, indent=1))
+        if errs := validate_kernel_metadata(kmeta, kd): raise KaggleSetupError('; '.join(errs))
+        write_prepared(out, {f'{d.name}/{f.name}': f for d in (ds, kd) for f in sorted(d.iterdir())}, old)
+    ds, kd, wheel = out / 'dataset', out / 'kernel', out / 'dataset' / wheel.name
     gpus = [preset] if preset in ESTIMATED_TOKENS_PER_S else ['t4', 't4x2', 'p100'] if not preset else []
     est = [f"  {g}: " + session_estimate(load_config(g), g)['text'] for g in gpus]
     slug = kmeta['id'].split('/')[1]
@@ -283,7 +411,7 @@ def prepare_kaggle(user: str, out='kaggle_upload', preset: str | None = None, re
         f"  kaggle datasets create -p {ds}        # the first time; afterwards: kaggle datasets version -p {ds} -m 'code {wheel.name.split('-')[1]}'",
         f"  kaggle kernels push -p {kd}           # starts a session on Kaggle's default GPU (a T4); a P100 only from the editor",
         f"  kaggle kernels status {kmeta['id']}",
-        f"  kaggle kernels output {kmeta['id']} -p {out / 'output'}   # report.md, metrics, checkpoints of the latest session",
+        f"  kaggle kernels output {kmeta['id']} -p {out / PREPARE_KEEP}   # report.md, metrics, checkpoints of the latest session",
         f"Each push runs one session; it resumes from the previous session's output (/kaggle/input/{slug}). "
         'Push again until the log says finished (exit status 0) instead of paused (3).', '',
         'Sessions needed (estimated throughput, not measured):', *est])

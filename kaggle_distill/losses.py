@@ -17,7 +17,7 @@ from .divergence import jsd
 
 # %% auto #0
 __all__ = ['FeatureLoss', 'attention_loss', 'router_balance_loss', 'ContrastiveLoss', 'RunningScale', 'Component', 'LossResult',
-           'CombinedLoss']
+           'CombinedLoss', 'feature_loss_at', 'attention_for_step']
 
 # %% ../nbs/13_losses.ipynb #e09fc82a
 class FeatureLoss(nn.Module):
@@ -244,3 +244,19 @@ class CombinedLoss(nn.Module):
         if out is None:
             raise ValueError(f"no loss has a weight > 0 at step {step}/{total}; check cfg.loss.weights")
         return LossResult(out, comps)
+
+# %% ../nbs/13_losses.ipynb #2c4fd68f
+def feature_loss_at(head: FeatureLoss, s_hidden, t_hidden, s_at, t_at) -> Tensor:
+    "Feature loss between mapped student and teacher layers (`layer_map`) at the aligned positions (`s_at`, `t_at`: row and position)."
+    from kaggle_distill.models import paired_hidden_states
+    pairs = paired_hidden_states(s_hidden, t_hidden)
+    dev = s_hidden[0].device
+    return head([s[s_at] for s, _ in pairs], [t[t_at].to(dev) for _, t in pairs])
+
+def attention_for_step(models, probs: bool):
+    """Eager attention on `models` (None skipped) while the attention loss has weight (only eager returns the probabilities),
+    else the implementation they were loaded with (SDPA): switched at the step where the term turns on, and back."""
+    for m in (x for x in models if x is not None):
+        base = m.__dict__.setdefault('_kd_attn_base', m.config._attn_implementation)
+        want = 'eager' if probs else base
+        if m.config._attn_implementation != want: m.set_attn_implementation(want)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/22_metrics.ipynb #9e00a14b
 from __future__ import annotations
-import json, math, time
+import json, math, time, warnings
 from pathlib import Path
 
 import torch
@@ -12,26 +12,54 @@ import torch
 from .checkpoint import SessionReserve
 
 # %% auto #0
-__all__ = ['STATUSES', 'sig3', 'MetricsLog', 'PhaseTimer', 'time_split', 'train_record', 'run_status', 'resume_hint']
+__all__ = ['STATUSES', 'sig3', 'read_records', 'MetricsLog', 'PhaseTimer', 'time_split', 'train_record', 'run_status',
+           'hardware_facts', 'resume_hint']
 
 # %% ../nbs/22_metrics.ipynb #1c8cd7a5
 def sig3(x: float) -> float:
     "Round to 3 significant digits (a warm-up LR of 7.96e-06 stays 7.96e-06, never 0.00e+00)."
     return float(f'{x:.3g}') if x and math.isfinite(x) else x
 
+def read_records(path) -> tuple[list[dict], str | None]:
+    """The records of a `metrics.jsonl`, and its last line when an interrupted write cut it short (else None);
+    `ConfigError` for a line before the last that is not a record, or a file that cannot be read."""
+    from kaggle_distill.config import ConfigError
+    path = Path(path)
+    try: text = path.read_bytes().decode('utf-8', errors='replace')
+    except OSError as e: raise ConfigError(f"{path} cannot be read ({e.strerror}); fix its permissions") from None
+    lines, recs = text.split('\n'), []
+    for n, line in enumerate(lines, 1):
+        if not line.strip(): continue
+        try: rec = json.loads(line)
+        except ValueError: rec = None
+        if isinstance(rec, dict): recs.append(rec); continue
+        if n == len(lines): return recs, line          # the last line, no newline after it: an append cut short
+        raise ConfigError(f"{path} line {n} is not a metrics record ({line[:60]!r}); it is damaged, not just cut short. "
+                          f"Nothing was changed: repair or delete that line (or move the file away) and run again")
+    return recs, None
+
 class MetricsLog:
-    "Appends JSON records to `path`; on open drops records after `keep_until` (the resumed step)."
+    "Appends JSON records to `path`; on open drops records after `keep_until` (the resumed step) and a torn last line."
     def __init__(self, path: Path, keep_until: int | None = None):
+        from kaggle_distill.files import write_atomic
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            recs = [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+            recs, torn = read_records(self.path)
+            if torn is not None:
+                warnings.warn(f"{self.path}: its last line was cut short by an interrupted write ({len(torn)} characters: "
+                              f"{torn[:40]!r}...); dropped it, the records before it are kept", stacklevel=2)
             keep = [r for r in recs if keep_until is not None and r.get('step', 0) <= keep_until]
-            self.path.write_text(''.join(json.dumps(r) + '\n' for r in keep))
+            write_atomic(self.path, ''.join(json.dumps(r) + '\n' for r in keep), 'the metrics log')
 
     def write(self, *records: dict):
-        with self.path.open('a') as f:
-            for r in records: f.write(json.dumps(r) + '\n')
+        from kaggle_distill.files import disk_full, DISK_FULL_ERRNOS
+        try:
+            with self.path.open('a') as f:
+                for r in records: f.write(json.dumps(r) + '\n')
+        except OSError as e:
+            if e.errno in DISK_FULL_ERRNOS: raise disk_full(self.path, 'the metrics log') from None
+            raise
 
 # %% ../nbs/22_metrics.ipynb #68cecb1f
 class PhaseTimer(SessionReserve):
@@ -74,6 +102,24 @@ def run_status(st: TrainState, paused: str | None, tc) -> str:
     "'paused' (time budget or a signal: resume me), 'failed' (the non-finite streak stop), else 'finished' (early stopping included)."
     if paused: return 'paused'
     return 'failed' if st.consecutive_skips >= tc.max_skipped else 'finished'
+
+def hardware_facts(run, st) -> dict:
+    """How this session ran, for `summary.json` (and the next session's estimates, `kaggle_distill.kaggle`): the processes,
+    the devices and their names, the dtypes, the measured global student tokens per second of training, and the peak memory."""
+    import platform, resource
+    from kaggle_distill.distributed import world_size
+    pt, dev = getattr(run, 'phase_timer', None), run.device
+    secs = pt.total.get('step', 0.0) if pt else 0.0
+    tokens = st.tokens - getattr(run, 'session_tokens0', 0)
+    if dev.type == 'cuda':
+        names = [torch.cuda.get_device_name(i) for i in range(min(world_size(), torch.cuda.device_count()) or 1)]
+        peak = torch.cuda.max_memory_allocated(dev) / 2**30
+    else: names, peak = [platform.processor() or platform.machine() or 'cpu'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    dt = lambda m: None if m is None else str(next(m.parameters()).dtype).removeprefix('torch.')
+    return {'processes': world_size(), 'device_type': dev.type, 'device_names': names, 'teacher_dtype': dt(run.teacher),
+            'student_dtype': dt(run.student), 'autocast': None if run.autocast is None else str(run.autocast).removeprefix('torch.'),
+            'tokens_per_s': round(tokens / secs, 1) if secs > 0 and tokens > 0 else None, 'peak_memory_gb': round(peak, 2),
+            'peak_memory_of': 'cuda max allocated, rank 0' if dev.type == 'cuda' else 'process RSS (rank 0)'}
 
 def resume_hint(run_dir: Path) -> str:
     "How to continue a paused run, for the console and the report."

@@ -17,10 +17,11 @@ if TYPE_CHECKING: from transformers import LlamaForCausalLM, PreTrainedModel, Qw
 
 # %% auto #0
 __all__ = ['REFERENCE_STUDENT', 'REFERENCE_TEACHER', 'TEACHER_TOKENIZER_LEN', 'TINY_STUDENT', 'TINY_TEACHER', 'ARCHITECTURES',
-           'REFERENCE_CONFIGS', 'model_config', 'count_parameters', 'shrink', 'padded_vocab_size', 'tiny_student',
-           'tiny_teacher', 'real_vocab_mask', 'real_logits', 'mask_padded_logits', 'DtypePolicy', 'dtype_policy',
-           'progress_quiet', 'slow_phase', 'resolve_dtype', 'scratch_base', 'scratch_config', 'load_model_spec',
-           'check_scratch', 'check_models_config', 'layer_map', 'paired_hidden_states', 'enable_gradient_checkpointing']
+           'REFERENCE_CONFIGS', 'MAX_DIMENSION', 'MAX_SCRATCH_PARAMS', 'model_config', 'count_parameters', 'shrink',
+           'padded_vocab_size', 'tiny_student', 'tiny_teacher', 'real_vocab_mask', 'real_logits', 'mask_padded_logits',
+           'DtypePolicy', 'dtype_policy', 'progress_quiet', 'slow_phase', 'resolve_dtype', 'scratch_base',
+           'scratch_config', 'load_model_spec', 'check_scratch', 'check_models_config', 'layer_map',
+           'paired_hidden_states', 'enable_gradient_checkpointing']
 
 # %% ../nbs/02_models.ipynb #32f8dfc2
 REFERENCE_STUDENT = dict(  # HuggingFaceTB/SmolLM-135M
@@ -223,6 +224,9 @@ def _unknown_keys(cls, overrides: dict) -> list[str]:
         if stored: bad.append(k)
     return bad
 
+MAX_DIMENSION = 2**20           # a size or count in `scratch` (vocabularies reach ~262k, hidden sizes ~16k)
+MAX_SCRATCH_PARAMS = 10**10     # parameters of a model built from scratch
+
 def check_scratch(spec, role: str) -> None:
     "Raise `ConfigError` when `spec.scratch` has a key `role`'s config class does not know, or values it cannot build."
     from transformers import CONFIG_MAPPING, AutoModelForCausalLM
@@ -237,9 +241,15 @@ def check_scratch(spec, role: str) -> None:
     errors = [f"{where}.{k}: unknown key for {cls.__name__} ({spec.name}){_suggest(k, known)}" for k in _unknown_keys(cls, spec.scratch)]
     errors += [f"{where}.{k}: {v!r} must be a positive integer (a size or count)" for k, v in spec.scratch.items()
                if _dimension_key(k, base) and (isinstance(v, bool) or not isinstance(v, int) or v < 1)]
+    errors += [f"{where}.{k}: {v!r} is larger than any model has (at most {MAX_DIMENSION:,})" for k, v in spec.scratch.items()
+               if _dimension_key(k, base) and isinstance(v, int) and v > MAX_DIMENSION]
     if not errors:
         try:
-            with torch.device('meta'): AutoModelForCausalLM.from_config(model_config(scratch_config(spec.name, 1, role, dict(spec.scratch), base)))
+            with torch.device('meta'):
+                m = AutoModelForCausalLM.from_config(model_config(scratch_config(spec.name, 1, role, dict(spec.scratch), base)))
+            if (n := sum(p.numel() for p in m.parameters())) > MAX_SCRATCH_PARAMS:
+                errors.append(f"{where}: {spec.scratch} makes a {n / 1e9:.1f} B-parameter model; one built from scratch here "
+                              f"holds at most {MAX_SCRATCH_PARAMS / 1e9:g} B (its weights and optimizer state would not fit a GPU)")
         except Exception as e:
             msg = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
             errors.append(f"{where}: {cls.__name__} cannot be built with {spec.scratch}: {msg}")

@@ -54,6 +54,7 @@ class TrainState:
     bad_evals: int = 0            # evaluations since the best one
     stopped: str | None = None    # why the run ended early, if it did
     summary: dict = field(default_factory=dict)  # teacher / student_before / student_after metrics
+    signal: str = 'online'        # where the KD target came from: 'online' (the teacher ran) or 'cache' (kaggle-distill teach)
 
 # %% ../nbs/17_optim.ipynb #37fd799a
 def early_stop_update(st: TrainState, bpb: float, step: int, tc) -> bool:

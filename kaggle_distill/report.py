@@ -17,7 +17,7 @@ __all__ = ['STEP_LABEL', 'MARKERS_UP_TO', 'TABLE_ROWS', 'TABLE_COLS', 'TIME_PHAS
            'read_metrics', 'series', 'components', 'plot_losses', 'plot_curriculum', 'plot_lr', 'plot_grad_norm',
            'plot_throughput', 'plot_eval', 'routing_evals', 'plot_router', 'fmt', 'table_columns', 'summary_table',
            'gap_closed', 'time_split_lines', 'run_facts', 'bench_figure', 'benchmark_table', 'benchmark_section',
-           'status_line', 'write_report']
+           'status_line', 'write_report', 'compare_runs', 'compare_text']
 
 # %% ../nbs/31_report.ipynb #8c9d3322
 def read_metrics(path: Path | str) -> tuple[list[dict], list[dict], list[str]]:
@@ -25,7 +25,7 @@ def read_metrics(path: Path | str) -> tuple[list[dict], list[dict], list[str]]:
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path} not found: is this a run folder? (it holds metrics.jsonl and summary.json)")
     recs, notes = {}, []
-    lines = path.read_text().splitlines()
+    lines = path.read_bytes().decode('utf-8', errors='replace').splitlines()      # a damaged byte spoils one line, not the report
     for i, line in enumerate(lines, 1):
         if not line.strip(): continue
         try:
@@ -116,9 +116,11 @@ def plot_curriculum(train: list[dict]) -> Figure:
                       for r in train], dtype=float)
         if (w > 0).any(): curves.setdefault(w.tobytes(), (w, []))[1].append(name)
     for w, same in curves.values(): _plot(a, x, w, label=' = '.join(same))
-    _plot(b, x, series(train, 'temperature'), color='tab:red')
+    T = series(train, 'temperature')
+    _plot(b, x, T, color='tab:red')
     a.set(title='loss weights', xlabel=STEP_LABEL, ylabel='weight (multiplies raw loss)')
-    b.set(title='KD temperature', xlabel=STEP_LABEL, ylabel='temperature T (divides logits)')
+    b.set(title='KD temperature', xlabel=STEP_LABEL, ylabel='temperature T (divides logits)',
+          ylim=(0, max(2.0, 1.2 * np.nanmax(np.r_[T, 0.0]))))      # from 0: a constant T is a flat line, not noise on a 0.96-1.04 axis
     _legend(a)
     for ax in (a, b): ax.grid(alpha=0.3)
     return fig
@@ -177,12 +179,14 @@ def plot_eval(evals: list[dict]) -> Figure:
     elif te: _plot(a, series(te, 'step'), series(te, 'bpb'), 's--', color='black', label='teacher')
     a.set(title='held-out bits per byte (lower is better)', xlabel=STEP_LABEL, ylabel='bits / byte (of text)')
     if st:
-        _plot(b, series(st, 'step'), series(st, 'top1'), 'o-', label='top-1 agreement')      # 0 at step 0: on the axis, whole
-        _plot(b, series(st, 'step'), series(st, 'top5'), 's-', label='top-5 overlap')
-    top = np.nanmax(np.r_[series(st, 'top1'), series(st, 'top5'), 0.0]) if st else 0.0
-    b.set(title='agreement with the teacher', xlabel=STEP_LABEL, ylabel='fraction of aligned positions (0–1)',
-          ylim=(0, min(1.0, max(0.05, 1.15 * top))))
-    for ax in (a, b): ax.grid(alpha=0.3); _legend(ax)
+        _plot(b, series(st, 'step'), series(st, 'top1'), 'o-', label='top-1 agreement\n(share of aligned positions)')
+        _plot(b, series(st, 'step'), series(st, 'top5'), 's-', label="top-5 overlap (mean share of\nthe teacher's top 5 in the student's)")
+    top = min(1.0, max(0.05, 1.15 * (np.nanmax(np.r_[series(st, 'top1'), series(st, 'top5'), 0.0]) if st else 0.0)))
+    b.set(title='agreement with the teacher', xlabel=STEP_LABEL, ylabel='share (0–1, see the legend)', ylim=(-0.04 * top, top))
+    steps = np.r_[series(st, 'step'), series(te, 'step')] if st or te else np.array([0.0])
+    lo, hi = float(np.nanmin(steps)), float(np.nanmax(steps))
+    for ax in (a, b):                                    # a little room on both sides: a marker at step 0 or at 0 sits inside
+        ax.set_xlim(lo - 0.04 * max(hi - lo, 1), hi + 0.04 * max(hi - lo, 1)); ax.grid(alpha=0.3); _legend(ax)
     return fig
 
 # %% ../nbs/31_report.ipynb #4d899f5e
@@ -267,7 +271,8 @@ def run_facts(train: list[dict], summary: dict) -> list[str]:
     if summary.get('stopped'): out.append(f"- stopped before the last step: {summary['stopped']}")
     if train: out.append(f"- median training throughput: {np.nanmedian(series(train, 'tok_per_s')):,.0f} student tokens/s "
                          "(optimizer steps only: loading, packing, evaluations and saving excluded)")
-    if summary.get('wall_s') is not None: out.append(f"- training time (optimizer steps, all sessions): {_duration(summary['wall_s'])} ({summary['wall_s']:.0f} s)")
+    train_s = summary.get('training_s', summary.get('wall_s'))            # wall_s: summaries written before it was renamed
+    if train_s is not None: out.append(f"- training time (optimizer steps, all sessions): {_duration(train_s)} ({train_s:.0f} s)")
     out += time_split_lines(summary.get('time_s'))
     if isinstance(summary.get('data'), dict):
         out.append('- data: ' + ', '.join(f'{k} {"yes" if v else "no"}' if isinstance(v, bool) else f'{k} {v:,}' if isinstance(v, int) else f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
@@ -331,16 +336,22 @@ def status_line(summary: dict) -> str:
 
 def write_report(run_dir: Path | str) -> Path:
     "Write `run_dir/plots/*.png` and `run_dir/report.md` from metrics.jsonl and summary.json; return report.md's path."
+    from kaggle_distill.files import atomic_path, write_atomic
     run_dir = Path(run_dir)
     train, evals, notes = read_metrics(run_dir / 'metrics.jsonl')
     sp = run_dir / 'summary.json'
-    summary = json.loads(sp.read_text()) if sp.exists() else None
+    try: summary = json.loads(sp.read_bytes()) if sp.exists() else None
+    except ValueError as e: summary = None; notes.append(f'summary.json is not readable ({str(e)[:60]}); the report shows the curves only')
+    if summary is not None and not isinstance(summary, dict):
+        summary = None; notes.append('summary.json does not hold a summary; the report shows the curves only')
     (run_dir / 'plots').mkdir(exist_ok=True)
     made = []
     for name, plot in [*PLOTS.items(), ('evaluation', plot_eval), *([('routing', plot_router)] if routing_evals(evals) else [])]:
         recs = evals if name in ('evaluation', 'routing') else train
         if not recs: notes.append(f'no {"eval" if name == "evaluation" else "train"} records: {name}.png not drawn'); continue
-        plot(recs).savefig(run_dir / 'plots' / f'{name}.png', dpi=100); made.append(name)
+        fig = plot(recs)
+        with atomic_path(run_dir / 'plots' / f'{name}.png', 'a report plot') as tmp: fig.savefig(tmp, dpi=100, format='png')
+        made.append(name)
     md = [f'# Distillation report: {run_dir.name}', '']
     if summary is None: md += ['`summary.json` is missing: the run has not finished; only the curves are shown.', '']
     else:
@@ -360,5 +371,35 @@ def write_report(run_dir: Path | str) -> Path:
     if summary is not None and summary.get('config') is not None:
         md += ['## Configuration', '', '```yaml', yaml.safe_dump(summary['config'], sort_keys=False).rstrip(), '```', '']
     out = run_dir / 'report.md'
-    out.write_text('\n'.join(md))
+    write_atomic(out, '\n'.join(md), 'the report')
     return out
+
+# %% ../nbs/31_report.ipynb #c54aaff7
+def compare_runs(run_a, run_b) -> dict:
+    "Student A minus student B in held-out bits per byte, paired per block, with its 95 % bootstrap interval; both runs finished on the same blocks."
+    from kaggle_distill.config import ConfigError
+    from kaggle_distill.evaluate import bits_per_byte, bpb_interval
+    sums = []
+    for r in (run_a, run_b):
+        f = Path(r) / 'summary.json'
+        try: s = json.loads(f.read_text())
+        except (OSError, ValueError): raise ConfigError(f"compare: {f} cannot be read; give the run_dir of a finished run") from None
+        if s.get('status') != 'finished' or 'heldout_blocks' not in s:
+            raise ConfigError(f"compare: {r} has not finished (status {s.get('status')!r}); finish it first (run the same train command again)")
+        sums.append(s)
+    a, b = (s['heldout_blocks'] for s in sums)
+    if a['bytes'] != b['bytes'] or sums[0]['data'].get('cache_key') != sums[1]['data'].get('cache_key'):
+        raise ConfigError(f"compare: {run_a} and {run_b} were evaluated on different held-out text (data or data.eval_max_blocks differ); "
+                          f"compare runs of the same data")
+    bpb = [bits_per_byte(sum(x['student_nll']), sum(x['bytes'])) for x in (a, b)]
+    lo, hi = bpb_interval(a['student_nll'], a['bytes'], baseline=b['student_nll'])
+    return {'a': str(run_a), 'b': str(run_b), 'bpb_a': bpb[0], 'bpb_b': bpb[1], 'diff': bpb[0] - bpb[1], 'ci': [lo, hi],
+            'blocks': len(a['bytes']), 'teacher_bpb': sums[0].get('teacher', {}).get('bpb'), 'steps': [s['steps'] for s in sums]}
+
+def compare_text(c: dict) -> str:
+    "One readable paragraph of `compare_runs`."
+    verdict = ('no difference: the interval contains 0' if c['ci'][0] <= 0 <= c['ci'][1] else
+               f"{c['a'] if c['diff'] < 0 else c['b']} is better")
+    return (f"{c['a']} - {c['b']}: {c['diff']:+.3f} bits/byte [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] (95 % bootstrap over "
+            f"{c['blocks']} held-out blocks, paired); {verdict}.\n  {c['a']}: {c['bpb_a']:.3f} after {c['steps'][0]} steps; "
+            f"{c['b']}: {c['bpb_b']:.3f} after {c['steps'][1]} steps" + (f"; teacher {c['teacher_bpb']:.3f}" if c['teacher_bpb'] else ''))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/19_rundir.ipynb #b643866b
 from __future__ import annotations
-import json
+import json, os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,9 +15,9 @@ from .optim import TrainState
 from .distributed import is_main
 
 # %% auto #0
-__all__ = ['SESSION_KEYS', 'run_state', 'restore_run_state', 'save_run', 'adopt_history', 'config_diff', 'check_writable',
-           'check_models_available', 'check_run_dir', 'check_resume_from', 'resume_folders', 'check_resume_config',
-           'resume_point', 'check_state_shapes', 'resume_run']
+__all__ = ['SESSION_KEYS', 'BEFORE_CONFIG', 'run_state', 'restore_run_state', 'save_run', 'adopt_history', 'config_diff',
+           'check_writable', 'check_models_available', 'foreign_entries', 'check_run_dir', 'check_resume_from',
+           'resume_folders', 'check_resume_config', 'resume_point', 'check_state_shapes', 'resume_run']
 
 # %% ../nbs/19_rundir.ipynb #2df22118
 def run_state(run: Run, opt, sched, scaler, loader, st: TrainState) -> dict:
@@ -49,13 +49,15 @@ def save_run(run: Run, opt, sched, scaler, loader, st: TrainState) -> Path:
 def adopt_history(ckpt_path: Path, run_dir: Path):
     "Copy the metrics of the run a checkpoint came from into `run_dir` when `run_dir` has none yet."
     import shutil
+    from kaggle_distill.files import atomic_path
     src, dst = Path(ckpt_path).parent.parent / 'metrics.jsonl', Path(run_dir) / 'metrics.jsonl'
     if src.exists() and not dst.exists():
-        dst.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(src, dst)
+        with atomic_path(dst, "the previous session's metrics") as tmp: shutil.copyfile(src, tmp)
 
 # %% ../nbs/19_rundir.ipynb #e90f970c
 SESSION_KEYS = {'run_dir', 'preset', 'train.time_budget_s', 'train.resume_from', 'train.device', 'train.teacher_device',
-                'train.log_every', 'train.eval_every', 'train.checkpoint_every', 'train.keep_checkpoints', 'train.ddp'}
+                'train.log_every', 'train.eval_every', 'train.checkpoint_every', 'train.keep_checkpoints', 'train.ddp',
+                'train.teacher_cache', 'teach.batch_size'}
 
 def _flat(d: dict, prefix: str = '') -> dict:
     out = {}
@@ -75,8 +77,11 @@ def _shown(diff: list[str]) -> str:
 def check_writable(folder: Path, what: str = 'run_dir'):
     "Refuse a `folder` that is a file or cannot be written (probed in it or its nearest existing parent; nothing is left)."
     import tempfile
+    from kaggle_distill.files import path_problem
     folder = Path(folder)
-    base = next(p for p in (folder, *folder.parents) if p.exists())
+    if (why := path_problem(folder)) is not None:
+        raise ConfigError(f"{what} {str(folder)[:80]!r} cannot be used ({why}); give a folder path, e.g. {what}=runs/my-run")
+    base = next(p for p in (folder, *folder.parents) if os.path.lexists(p))
     if not base.is_dir():
         raise ConfigError(f"{what} {str(folder)!r}: {str(base)!r} is a file, not a folder; give a folder path, e.g. {what}=runs/my-run")
     try:
@@ -111,6 +116,9 @@ def check_models_available(cfg: Config):
             except FileNotFoundError:
                 raise ConfigError(f"{key}={name!r} looks like a local path but is not a folder; give the folder holding the "
                                   f"saved {kind}, or an asset key ({', '.join(assets)})") from None
+            except OSError as e:
+                raise ConfigError(f"{key}={name[:80]!r} cannot be used ({(e.strerror or str(e)).lower()}); give the folder "
+                                  f"holding the saved {kind}, or an asset key ({', '.join(assets)})") from None
             if where == 'asset' and ASSETS[name].kind != kind:
                 raise ConfigError(f"{key}={name!r} is a {ASSETS[name].kind} asset, not a {kind}; use one of {', '.join(assets)}")
             if where == 'hub' and not _hub_available(name):
@@ -118,9 +126,24 @@ def check_models_available(cfg: Config):
                                   f"not in the hub cache, and the hub cannot be reached. Use an asset key or a folder with the "
                                   f"saved {kind}, or run where huggingface.co is reachable")
 
+BEFORE_CONFIG = ('data_cache', 'checkpoints', 'metrics.jsonl', '.lock')   # what a run's folder may hold before its config.json
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """What a folder without a `config.json` holds that no run writes before it (a killed writer's hidden temporaries
+    aside): such a folder is not a run folder, and a run there would overwrite or delete the user's files."""
+    if not Path(run_dir).is_dir() or (Path(run_dir) / 'config.json').exists(): return []
+    return sorted(n for n in os.listdir(run_dir) if n not in BEFORE_CONFIG and not (n.startswith('.') and n.endswith('.tmp')))
+
 def check_run_dir(cfg: Config):
-    "Refuse a `run_dir` that is a file, is not writable, or holds a run of another configuration (before anything loads or is written)."
+    """Refuse a `run_dir` that is a file, is not writable, holds a damaged `metrics.jsonl` or a run of another configuration
+    (before anything loads or is written)."""
     check_writable(Path(cfg.run_dir))
+    if foreign := foreign_entries(Path(cfg.run_dir)):
+        raise ConfigError(f"run_dir {cfg.run_dir!r} holds files that are not a kaggle-distill run ({_shown(foreign)}); a run "
+                          f"writes config.json, metrics.jsonl, checkpoints/, student/, report.md there, so nothing was changed. "
+                          f"Train into a new or empty folder (run_dir=<folder>)")
+    from kaggle_distill.metrics import read_records
+    if (m := Path(cfg.run_dir) / 'metrics.jsonl').exists(): read_records(m)      # a damaged line: refused now, not after loading
     p = Path(cfg.run_dir) / 'config.json'
     if not p.exists(): return
     try: old = json.loads(p.read_text(encoding='utf-8'))
@@ -136,6 +159,10 @@ def check_run_dir(cfg: Config):
 # %% ../nbs/19_rundir.ipynb #540618a2
 def check_resume_from(cfg: Config):
     "Every `train.resume_from` folder must exist (a typo would quietly restart the run from step 0)."
+    from kaggle_distill.files import path_problem
+    for p in cfg.train.resume_from:
+        if (why := path_problem(p)) is not None:
+            raise ConfigError(f"train.resume_from: {str(p)[:80]!r} cannot be used ({why}); give folders that exist, or drop it")
     missing = [p for p in cfg.train.resume_from if not Path(p).exists()]
     if missing:
         raise ConfigError(f"train.resume_from: {', '.join(map(repr, missing))} does not exist; give folders that exist "
@@ -154,11 +181,15 @@ def check_resume_config(cfg: Config, path: Path, meta: dict):
         raise ConfigError(f"checkpoint {path} belongs to a different run ({_shown(diff)}); nothing was loaded. Resume it with "
                           f"the same settings, or remove it from run_dir / train.resume_from to start a new run")
 
-def resume_point(cfg: Config) -> tuple[Path, dict] | None:
-    "The newest valid checkpoint of this run and its meta, or None; `ConfigError` for a missing folder or another run's checkpoint."
-    from kaggle_distill.checkpoint import find_latest_valid
+def resume_point(cfg: Config, warn: bool = True) -> tuple[Path, dict] | None:
+    """The newest valid checkpoint of this run and its meta, or None; `ConfigError` for a missing or unreadable folder or
+    another run's checkpoint. `warn=False` keeps the warnings about skipped checkpoints for the second, locked call."""
+    import warnings
+    from kaggle_distill.checkpoint import find_latest_valid, CheckpointWarning
     check_resume_from(cfg)
-    found = find_latest_valid(resume_folders(cfg))
+    with warnings.catch_warnings():
+        if not warn: warnings.simplefilter('ignore', CheckpointWarning)
+        found = find_latest_valid(resume_folders(cfg))
     if found is not None: check_resume_config(cfg, *found)
     return found
 

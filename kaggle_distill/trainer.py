@@ -21,11 +21,11 @@ from .distributed import (resolve_device, world_size, is_main, init_distributed,
                                         from_main, gather_all, agree_stop, main_first, main_lock, sync_grads, reduce_record,
                                         broadcast_trainables)
 from .rundir import (save_run, check_run_dir, check_models_available, resume_point, resume_folders, resume_run)
-from .metrics import MetricsLog, PhaseTimer, train_record, run_status, resume_hint, time_split
+from .metrics import MetricsLog, PhaseTimer, train_record, run_status, resume_hint, time_split, hardware_facts
 
 # %% auto #0
-__all__ = ['Run', 'build_run', 'teacher_at_pairs', 'attention_for_step', 'compute_loss', 'StepResult', 'clip_grads',
-           'optimizer_step', 'dist_optimizer_step', 'evaluate_run', 'train', 'finish']
+__all__ = ['Run', 'build_run', 'teacher_at_pairs', 'compute_loss', 'StepResult', 'clip_grads', 'optimizer_step',
+           'dist_optimizer_step', 'evaluate_run', 'train', 'finish']
 
 # %% ../nbs/20_trainer.ipynb #14261000
 @dataclass
@@ -37,7 +37,7 @@ class Run:
     autocast: torch.dtype | None        # autocast dtype of the student's forward (None: full precision)
     s_tok: Any
     t_tok: Any
-    teacher: nn.Module
+    teacher: nn.Module | None          # None when training from a teacher cache (`signal`): the teacher is not loaded
     student: nn.Module
     kd: nn.Module                       # cross-vocabulary KD method (may hold the projector)
     aux: nn.ModuleDict                  # learnable heads of auxiliary losses (feature / contrastive maps)
@@ -47,6 +47,9 @@ class Run:
     eval_batches: list                  # held-out batches, built once
     data_stats: dict
     ema: EMA | None = None              # moving average of the student's weights (train.ema > 0)
+    signal: Any = None                  # the teacher cache's training section (`kaggle_distill.teacher_cache.TrainSignal`), or None: online
+    space: Any = None                   # the KD target's space when it can be read from sampled targets (`kaggle_distill.sparse_target`)
+    heldout: Any = None                 # the teacher's held-out side (`kaggle_distill.teach.HeldoutSignal`), computed once, at the first evaluation
 
     @property
     def total(self) -> int: return self.cfg.train.steps
@@ -57,28 +60,27 @@ class Run:
 
 def build_run(cfg: Config) -> Run:
     "Load tokenizers (then check the config against them), data, models, KD method and losses of `cfg`."
-    from kaggle_distill.assets import load_tokenizer
-    from kaggle_distill.data import build_datasets, make_loader
+    from kaggle_distill.data import make_loader
     from kaggle_distill.models import load_model_spec, dtype_policy, enable_gradient_checkpointing, layer_map
     from kaggle_distill.retokenize import make_kd
     from kaggle_distill.losses import CombinedLoss, FeatureLoss, ContrastiveLoss
+    from kaggle_distill.sparse_target import kd_target_cacheable, method_space
+    from kaggle_distill.teach import load_run_data, teacher_side
     tc = cfg.train
     device = resolve_device(tc.device)
     t_device = device if tc.teacher_device == 'auto' else resolve_device(tc.teacher_device)
-    s_tok, t_tok = load_tokenizer(cfg.student.tokenizer or cfg.student.name), load_tokenizer(cfg.teacher.tokenizer or cfg.teacher.name)
-    check_vocab(cfg, len(s_tok), len(t_tok))
-    train_blocks, eval_blocks, stats = build_datasets(cfg.data, s_tok, t_tok, cache_dir=Path(cfg.run_dir) / 'data_cache',
-                                                     search=tc.resume_from)
-    torch.manual_seed(tc.seed)
-    teacher = load_model_spec(cfg.teacher, 'teacher', t_device, t_tok, seed=tc.seed)
+    s_tok, t_tok, train_blocks, eval_blocks, stats = load_run_data(cfg)
+    eval_batches = list(make_loader(eval_blocks, tc.batch_size, s_tok, t_tok, shuffle=False))
+    signal, heldout, teacher = teacher_side(cfg, stats['cache_key'], len(train_blocks), eval_batches, s_tok, t_tok, t_device)   # teacher: None when no term needs it
     student = load_model_spec(cfg.student, 'student', device, s_tok, seed=tc.seed)
     if _on(cfg, 'router') and not getattr(student.config, 'num_experts', None):
         raise ConfigError("loss.weights.router is on but the student has no router (it is not a mixture of experts); "
                           "set loss.weights.router=0")
     if tc.gradient_checkpointing: enable_gradient_checkpointing(student)
     student.train()
-    kd = make_kd(cfg.loss, s_tok, t_tok, student, teacher).to(device)
-    d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
+    try: kd = make_kd(cfg.loss, s_tok, t_tok, student, teacher).to(device)
+    except ValueError as e: raise ConfigError(f'loss.kd_method={cfg.loss.kd_method!r}: {e}') from None
+    d_s, d_t = student.config.hidden_size, None if teacher is None else teacher.config.hidden_size   # no hidden-state term from a cache
     aux = nn.ModuleDict()
     if _on(cfg, 'feature'):
         aux['feature'] = FeatureLoss(d_s, d_t, n_pairs=len(layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)))
@@ -90,11 +92,11 @@ def build_run(cfg: Config) -> Run:
     aux.to(device)
     curriculum = Curriculum.from_config(cfg.loss)
     loader = make_loader(train_blocks, tc.batch_size, s_tok, t_tok, seed=tc.seed)
-    eval_batches = list(make_loader(eval_blocks, tc.batch_size, s_tok, t_tok, shuffle=False))
     policy = dtype_policy(device)
+    space = method_space(cfg.loss.kd_method, s_tok, t_tok).to(device) if kd_target_cacheable(cfg.loss) else None
     return Run(cfg, device, t_device, policy.autocast, s_tok, t_tok, teacher, student, kd, aux, curriculum,
                CombinedLoss(curriculum, adaptive=cfg.loss.adaptive).to(device), loader, eval_batches, stats,
-               EMA(student, tc.ema) if tc.ema > 0 else None)
+               EMA(student, tc.ema) if tc.ema > 0 else None, signal, space, heldout)
 
 # %% ../nbs/20_trainer.ipynb #09a3cd4b
 def _to(batch: dict, device) -> dict:
@@ -102,37 +104,22 @@ def _to(batch: dict, device) -> dict:
 
 def teacher_at_pairs(run: Run, b: dict, hidden: bool = False, attentions: bool = False):
     "Teacher logits (real vocabulary only, float32) and last hidden states at the aligned positions, and the raw output."
-    from kaggle_distill.models import real_logits
-    with torch.no_grad(), torch.autocast(run.teacher_device.type, dtype=run.autocast or torch.float32, enabled=run.autocast is not None):
-        out = run.teacher.base_model(input_ids=b['t_ids'], attention_mask=b['t_mask'], output_hidden_states=hidden,
-                                     output_attentions=attentions)
-        h = out.last_hidden_state[b['pair_b'], b['pair_t']]
-        logits = real_logits(run.teacher.get_output_embeddings()(h), len(run.t_tok)).float()
-    return logits, h, out
+    from kaggle_distill.teach import teacher_logits_at
+    if run.teacher is None: raise RuntimeError("the teacher is not loaded: this run trains from a teacher cache")
+    return teacher_logits_at(run.teacher, b['t_ids'], b['t_mask'], b['pair_b'], b['pair_t'], len(run.t_tok), run.autocast,
+                             hidden=hidden, attentions=attentions)
 
 def _on(cfg: Config, name: str) -> bool:
     "True when loss `name` has a non-zero weight at some point of the run."
     return not cfg.loss.weights[name].is_off
 
-def _feature_loss(run: Run, s_hidden, t_hidden, s_at, t_at) -> Tensor:
-    "Feature loss between mapped student and teacher layers (`layer_map`), at the aligned positions."
-    from kaggle_distill.models import paired_hidden_states
-    pairs = paired_hidden_states(s_hidden, t_hidden)
-    return run.aux['feature']([s[s_at] for s, _ in pairs], [t[t_at].to(run.device) for _, t in pairs])
-
-def attention_for_step(run: Run, probs: bool):
-    """Eager attention on teacher and student while the attention loss has weight (only eager returns the probabilities),
-    else the implementation they were loaded with (SDPA): switched at the step where the term turns on, and back."""
-    for m in (run.teacher, run.student):
-        base = m.__dict__.setdefault('_kd_attn_base', m.config._attn_implementation)
-        want = 'eager' if probs else base
-        if m.config._attn_implementation != want: m.set_attn_implementation(want)
-
-def compute_loss(run: Run, batch: dict, step: int):
-    "The loss at optimizer `step` of `batch`: a `LossResult` (total + every component raw, weight, weighted)."
-    from kaggle_distill.losses import attention_loss, router_balance_loss
+def compute_loss(run: Run, batch: dict, step: int, target=None, return_logits: bool = False):
+    """The loss at optimizer `step` of `batch`: a `LossResult` (total + every component raw, weight, weighted). The KD term
+    reads the teacher's stored target of the batch's pairs when there is one (`target`, or the run's teacher cache), else
+    runs the teacher. With `return_logits`, also the student's logits."""
+    from kaggle_distill.losses import attention_loss, attention_for_step, feature_loss_at, router_balance_loss
     w, T = run.curriculum.weights(step, run.total), run.curriculum.temperature(step, run.total)
-    attention_for_step(run, w['attention'] > 0)
+    attention_for_step((run.teacher, run.student), w['attention'] > 0)   # eager only while the attention term has weight
     s = _to({k: batch[k] for k in ('s_ids', 's_mask')}, run.device)
     tb = _to({k: batch[k] for k in ('t_ids', 't_mask', 'pair_b', 'pair_t')}, run.teacher_device)
     pb, ps = batch['pair_b'].to(run.device), batch['pair_s'].to(run.device)
@@ -159,10 +146,20 @@ def compute_loss(run: Run, batch: dict, step: int):
         if obs is None: return {}
         rest = run.kd.observed_keep(teacher()[0], teacher()[4], batch['t_ids'], obs, T).to(run.device)
         return {'next_ids': (obs.s_next.to(run.device), obs.t_next.to(run.device), rest)}
+    stored = target is not None or run.signal is not None     # the teacher's sampled target, stored (kaggle_distill.sparse_target)
+    stored_tg = functools.cache(lambda: (target if target is not None else run.signal.rows(batch['block'].tolist())).to(run.device))
+    def kd_stored():
+        from kaggle_distill.sparse_target import sparse_kl_rows
+        own = run.kd.own_cells(obs.s_next.to(run.device), obs.t_next.to(run.device))[0] if obs is not None else None
+        return sparse_kl_rows(out.logits, (pb, ps), stored_tg(), run.space, T, s_own=own).mean()
     terms = {'lm': lambda: lm_loss(out.logits, s['s_ids'], s['s_mask']),
-             'kd': lambda: run.kd(out.logits, teacher()[0], teacher()[1], T, at=(pb, ps), **next_ids())}
+             'kd': kd_stored if stored else lambda: run.kd(out.logits, teacher()[0], teacher()[1], T, at=(pb, ps), **next_ids())}
+    if stored and T == 1 and obs is None and run.space.full and run.space.rest < 0 and w['lm'] > 0 and w['kd'] > 0:
+        from kaggle_distill.sparse_target import lm_and_stored_kd       # both from one pass over the logits (same values)
+        both = functools.cache(lambda: lm_and_stored_kd(out.logits, s['s_ids'], s['s_mask'], (pb, ps), stored_tg(), run.space))
+        terms['lm'], terms['kd'] = (lambda: both()[0]), (lambda: both()[1])
     if _on(run.cfg, 'feature'):
-        terms['feature'] = lambda: _feature_loss(run, out.hidden_states, teacher()[2].hidden_states, (pb, ps), (tb['pair_b'], tb['pair_t']))
+        terms['feature'] = lambda: feature_loss_at(run.aux['feature'], out.hidden_states, teacher()[2].hidden_states, (pb, ps), (tb['pair_b'], tb['pair_t']))
     if _on(run.cfg, 'contrastive'):
         terms['contrastive'] = lambda: run.aux['contrastive'](out.hidden_states[-1][pb, ps], teacher()[1])
     if _on(run.cfg, 'attention'):
@@ -176,7 +173,8 @@ def compute_loss(run: Run, batch: dict, step: int):
                                                            (tb['pair_b'], tb['pair_t']), teacher()[3]))
         terms['routed_feature'] = lambda: routed().loss
         terms['route_balance'] = lambda: route_balance_loss(routed().weights)
-    return run.loss(terms, step, run.total)
+    res = run.loss(terms, step, run.total)
+    return (res, out.logits) if return_logits else res
 
 # %% ../nbs/20_trainer.ipynb #6a3878d5
 @dataclass
@@ -277,13 +275,24 @@ def dist_optimizer_step(run: Run, opt, sched, scaler, batches: list[dict], step:
 
 # %% ../nbs/20_trainer.ipynb #819dc477
 def evaluate_run(run: Run, step: int) -> dict:
-    "Teacher and student metrics on the held-out batches, with the training loss at `step`."
-    from kaggle_distill.evaluate import evaluate, eval_kwargs
+    "Teacher and student metrics on the held-out batches, with the training loss at `step` (the teacher's side computed once per run)."
+    from kaggle_distill.evaluate import evaluate, eval_kwargs, with_prefix
     from kaggle_distill.router import collect_routing
+    from kaggle_distill.teach import heldout_signal
+    progress = getattr(run, 'progress', True)
+    if run.heldout is None:
+        run.heldout = heldout_signal(run.cfg, run.s_tok, run.t_tok, run.eval_batches, run.data_stats['cache_key'], run.teacher,
+                                     run.autocast, progress)
+    ekw = eval_kwargs(run.s_tok, run.t_tok)
+    T, w_kd = run.curriculum.temperature(step, run.total), run.curriculum.weights(step, run.total)['kd']
+    def student_fn(b):
+        target = run.heldout.kd_rows(b, T) if w_kd > 0 else None
+        res, logits = compute_loss(run, with_prefix(b, ekw['s_prefix'], ekw['t_prefix']), step, target=target, return_logits=True)
+        return logits, res
     with collect_routing(run.aux['router'] if 'router' in run.aux else None) as routing:
-        ev = evaluate(run.teacher, run.student, run.eval_batches, loss_fn=lambda b: compute_loss(run, b, step),
-                      **eval_kwargs(run.s_tok, run.t_tok), autocast_dtype=run.autocast, modules=[run.kd, run.aux, run.loss],
-                      progress=f'evaluation at step {step}' if getattr(run, 'progress', True) else False)
+        ev = evaluate(run.teacher, run.student, run.eval_batches, teacher_fn=run.heldout.teacher_side, student_fn=student_fn, **ekw,
+                      autocast_dtype=run.autocast, modules=[run.kd, run.aux, run.loss],
+                      progress=f'evaluation at step {step}' if progress else False)
     if routing.weights: ev['student']['routing'] = routing.histogram()      # per evaluation, when the router ran
     return ev
 
@@ -314,7 +323,7 @@ def _train_checked(cfg: Config, progress: bool, t_session: float) -> dict:
     check_models_available(cfg)
     from kaggle_distill.data import check_source
     check_source(cfg.data.source, cfg.data.text_column)
-    resume_point(cfg)                                  # before any model loads: refuses another run's checkpoint
+    resume_point(cfg, warn=False)                      # before any model loads: refuses another run's checkpoint (the locked call warns)
     resolve_device(cfg.train.device); resolve_device(cfg.train.teacher_device) if cfg.train.teacher_device != 'auto' else None
     if world_size() == 1:
         with RunLock(cfg.run_dir): return _train(cfg, progress, t_session)
@@ -326,6 +335,9 @@ def _train(cfg: Config, progress: bool, t_session: float) -> dict:
     from kaggle_distill.checkpoint import StopSignal, seed_everything
     from kaggle_distill.data import step_batches
     from kaggle_distill.evaluate import eval_records
+    from kaggle_distill.teach import check_signal
+    from kaggle_distill.files import write_atomic
+    from kaggle_distill.models import progress_quiet
     seed_everything(cfg.train.seed)                    # every generator; a resumed run restores them from the checkpoint
     found = from_main(resume_point(cfg) if is_main() else None)   # again under the lock; with torchrun, rank 0's choice
     with main_first(): run = build_run(cfg)            # with torchrun, rank 0 packs the data cache and the others read it
@@ -335,18 +347,21 @@ def _train(cfg: Config, progress: bool, t_session: float) -> dict:
     scaler = torch.amp.GradScaler(run.device.type, enabled=run.autocast == torch.float16)
     loader, reserve = run.train_loader, PhaseTimer(tc.time_budget_s, run, t_session)
     st, resumed = resume_run(run, opt, sched, scaler, found, resume_folders(cfg))
+    mode = 'cache' if run.signal is not None else 'online'
+    if resumed: check_signal(st.signal, mode, st.step)             # a run keeps the teacher signal it started with
+    st.signal, run.session_tokens0 = mode, st.tokens
     broadcast_trainables(run)                          # with torchrun: rank 0's weights everywhere, as DDP does
     stream = loader.forever()                          # continues exactly where the checkpoint's loader stopped
     step_fn, world = (optimizer_step, 1) if world_size() == 1 else (dist_optimizer_step, world_size())
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / 'config.json').write_text(json.dumps(to_dict(cfg), indent=1))
+        write_atomic(run_dir / 'config.json', json.dumps(to_dict(cfg), indent=1), 'the run configuration')
     log = MetricsLog(run_dir / 'metrics.jsonl', keep_until=st.step if resumed else None) if main else _NoLog()
     if not resumed and main:
         with reserve.timing('eval'): ev = evaluate_run(run, 0)
         st.summary.update(teacher=_metrics(ev['teacher']), student_before=_metrics(ev['student']), student_latest={**_metrics(ev['student']), 'step': 0})
         log.write(*eval_records(ev, 0))
-    bar = tqdm(total=run.total, initial=st.step, desc='distill', disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=run.total, initial=st.step, desc='distill', disable=not progress or progress_quiet(), dynamic_ncols=True)
     last_eval, paused = None, None
     with StopSignal(tc.time_budget_s or None, start=t_session, reserve=reserve) as stop:
         while st.step < run.total and st.stopped is None:
@@ -373,12 +388,14 @@ def _train(cfg: Config, progress: bool, t_session: float) -> dict:
                 log.write(rec); bar.set_postfix(loss=f"{rec['loss']['total']:.3f}", lr=f"{rec['lr']:.3g}")
             if (st.step % tc.eval_every == 0 or st.step == run.total) and main:
                 with reserve.timing('eval'): last_eval = (st.step, evaluate_run(run, st.step))
+                bar.unpause()                               # the bar's rate and ETA count optimizer steps only
                 st.summary['student_latest'] = {**_metrics(last_eval[1]['student']), 'step': st.step}
                 log.write(*eval_records(last_eval[1], st.step, models=('student',)))
                 if early_stop_update(st, last_eval[1]['student']['bpb'], st.step, tc): st.stopped = 'early stopping'
             if world > 1 and st.step % tc.eval_every == 0: st.stopped = from_main(st.stopped)   # rank 0's early stop
             if (st.step % tc.checkpoint_every == 0 or st.stopped or st.step == run.total) and main:
                 with reserve.timing('checkpoint'): save_run(run, opt, sched, scaler, loader, st)
+                bar.unpause()
     bar.close()
     if not main: return {'status': run_status(st, paused, tc), 'steps': st.step, 'paused': paused}   # rank 0 reports
     return finish(run, st, last_eval, paused)
@@ -391,6 +408,7 @@ class _NoLog:
 def finish(run: Run, st: TrainState, last_eval, paused: str | None) -> dict:
     "After the loop: `summary.json` and the report in every case; a final evaluation and the saved student unless paused."
     from kaggle_distill.report import write_report, summary_table
+    from kaggle_distill.files import atomic_path, write_atomic
     run_dir, status = Path(run.cfg.run_dir), run_status(st, paused, run.cfg.train)
     if status != 'paused':
         if st.stopped: print(f'stopped at step {st.step}/{run.total}: {st.stopped}')
@@ -399,14 +417,18 @@ def finish(run: Run, st: TrainState, last_eval, paused: str | None) -> dict:
         ev = last_eval[1] if last_eval and last_eval[0] == st.step and not run.ema else evaluate_run(run, st.step)
         t1 = time.perf_counter()
         st.summary['student_after'] = _metrics(ev['student'])
-        run.student.save_pretrained(run_dir / 'student'); run.s_tok.save_pretrained(run_dir / 'student')
+        st.summary['heldout_blocks'] = {'student_nll': ev['blocks']['s_nll'], 'bytes': ev['blocks']['bytes']}   # for paired comparisons
+        with atomic_path(run_dir / 'student', 'the trained student') as tmp:    # whole or not at all
+            run.student.save_pretrained(tmp); run.s_tok.save_pretrained(tmp)
         if (pt := getattr(run, 'phase_timer', None)): pt.add('eval', t1 - t0); pt.add('save', time.perf_counter() - t1)
-    summary = {**st.summary, 'status': status, 'config': to_dict(run.cfg), 'wall_s': round(st.elapsed_s, 1), 'steps': st.step,
+    sig = run.signal
+    summary = {**st.summary, 'status': status, 'config': to_dict(run.cfg), 'training_s': round(st.elapsed_s, 1), 'steps': st.step,
                'total_steps': run.total, 'tokens': st.tokens, 'skipped': st.skipped, 'stopped': st.stopped, 'paused': paused,
-               'data': run.data_stats,
-               'time_s': time_split(run)}
+               'data': run.data_stats, 'time_s': time_split(run), 'hardware': hardware_facts(run, st),
+               'teacher_signal': {'mode': st.signal} | ({'folder': str(sig.folder), 'k': sig.k, 'exact': sig.exact,
+                                                        'bytes_per_position': sig.record_bytes} if sig is not None else {})}
     if status == 'paused': summary['resume'] = resume_hint(run_dir)
-    (run_dir / 'summary.json').write_text(json.dumps(summary, indent=1))
+    write_atomic(run_dir / 'summary.json', json.dumps(summary, indent=1), 'the run summary')
     report = write_report(run_dir)
     if status == 'paused': print(f"paused at step {st.step} of {run.total} ({paused}); {summary['resume']}")
     else: print(summary_table(summary))
