@@ -21,7 +21,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['kaggle_distill', 'kaggle_distill.*']),
     include_package_data=True,
     install_requires=cfg['requirements'].split(),
-    extras_require={'dev': cfg['dev_requirements'].split()},
+    extras_require={'dev': cfg['dev_requirements'].split(),
+                    'eval': cfg.get('eval_requirements', '').split()},   # kaggle-distill benchmark: lm-evaluation-harness
     entry_points={
         'console_scripts': cfg['console_scripts'].split(),
         'nbdev': [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"],

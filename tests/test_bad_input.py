@@ -83,6 +83,12 @@ def _other_run(d: Path) -> Path:
     return _w(d / 'run' / 'config.json', json.dumps(to_dict(cfg)))
 
 
+def _finished_run(d: Path) -> Path:
+    "A run folder as a finished run leaves it, as far as `benchmark`'s checks look: config.json and student/config.json."
+    _other_run(d)
+    return _w(d / 'run' / 'student' / 'config.json', '{}')
+
+
 # (id, setup(d) -> extra args, expected message fragments). `d` holds data.jsonl; the run folder is d/run.
 CASES = [
     # configuration: values, keys, presets, overrides
@@ -141,6 +147,16 @@ CASES = [
     ('report-missing', lambda d: ['report', str(d / 'no-run')], ['is not a folder']),
     ('report-on-file', lambda d: ['report', str(_w(d / 'afile', 'x'))], ['is not a folder']),
     ('kaggle-no-user', lambda d: ['kaggle', 'prepare'], ['--user']),
+    ('benchmark-no-folder', lambda d: ['benchmark', str(d / 'no-run')], ['is not a folder', 'run_dir of a run']),
+    ('benchmark-not-a-run', lambda d: ['benchmark', str(d)], ['has no config.json, so it is not a run folder']),
+    ('benchmark-no-student', lambda d: [_other_run(d) and 'benchmark', str(d / 'run')],
+     ['has no trained student yet', '--models student_before,teacher']),
+    ('benchmark-unknown-model', lambda d: ['benchmark', str(d), '--models', 'student,techer'], ["unknown model 'techer' (did you mean 'teacher'?)"]),
+    ('benchmark-limit-0', lambda d: ['benchmark', str(d), '--limit', '0'], ['--limit 0: give a positive number']),
+    ('benchmark-unknown-task', lambda d: [_finished_run(d) and 'benchmark', str(d / 'run'), '--tasks', 'hellaswg'],
+     ["task 'hellaswg' is neither a harness task name (did you mean 'hellaswag'?)"]),
+    ('benchmark-task-file-missing', lambda d: [_finished_run(d) and 'benchmark', str(d / 'run'), '--tasks', str(d / 'nope.yaml')],
+     ['nope.yaml', 'does not exist']),
     ('unknown-command', lambda d: ['trian'], ["invalid choice: 'trian'"]),
     # issue 26. Config files: no key twice, no aliases, bounded size, nesting and numbers; a quoted string stays one
     ('config-dup-key-yaml', lambda d: ['config', '--config', str(_w(d / 'c.yaml', 'train:\n  lr: 0.1\ntrain:\n  steps: 3\n'))],

@@ -115,6 +115,8 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     build_wheel(REPO, root / 'input' / DATASET)
     data = root / 'input' / 'corpus' / 'text.jsonl'; data.parent.mkdir(parents=True)
     data.write_text(''.join(json.dumps({'text': d}) + '\n' for d in corpus_documents('shakespeare')[:24]))
+    from kaggle_distill.benchmark import next_line_items, shakespeare_plays, write_local_task
+    task = write_local_task(root / 'input' / 'tasks', 'next_line_sim', next_line_items(shakespeare_plays(), 4), 'the sim task')
 
     # The uninterrupted reference, with the same code from the checkout, runs beside session 1.
     ref = tmp_path / 'ref'
@@ -128,7 +130,8 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     def notebook(n: int, budget: float) -> Path:
         p = tmp_path / f'session{n}.ipynb'
         p.write_text(json.dumps(inject_parameters(kernel, preset='cpu-demo',
-                                                  overrides=[*tiny(data), f'train.time_budget_s={budget}'])))
+                                                  overrides=[*tiny(data), f'train.time_budget_s={budget}'],
+                                                  benchmark_tasks=[str(task)], benchmark_limit=2)))
         return p
     run_dir, outs, times = root / 'working' / 'run', [], []
     def complete_session(n: int, budget: float) -> str:
@@ -146,6 +149,7 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     assert 'the teach pass paused on the session' in text1 and 'kaggle_distill 0.1.0+g' in text1 and 'teach paused' in text1, text1
     assert json.loads((run_dir / 'teach.json').read_text())['status'] == 'paused' and not (run_dir / 'summary.json').exists()
     assert list((run_dir / 'data_cache').iterdir()), 'session 1 packed the data into its run folder'
+    assert 'benchmark: not in this session (the run is not finished)' in text1, text1
     paused_at = newest_step(run_dir)
     assert paused_at == -1 and 'distill:' not in text1 and 'starting fresh' not in text1, text1   # no training started
     end_session(root)
@@ -171,6 +175,7 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     assert 'finished: the report above is the final one' in text3, text3
     assert 'nothing to teach' in text3 and 'the teacher was not loaded' in text3, text3          # the cache came from input/
     assert 'training from the teacher cache' in text3 and 'the teacher is not loaded' in text3, text3
+    assert 'benchmark: done (student, student_before, teacher)' in text3 and '| next_line_sim | acc | 2 of 4 |' in text3, text3
     assert f"resuming from {root / 'input' / SLUG / 'run' / 'checkpoints'}" in text3, text3   # the killed session's output
 
     ref_out = ref_p.communicate(timeout=600)[0]
@@ -181,6 +186,7 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     assert keys and all(torch.equal(a.tensors[k], b.tensors[k]) for k in keys)
     report = (run_dir / 'report.md').read_text()
     assert f'**Status: finished** at step {STEPS} of {STEPS}' in report and 'student after' in report, report
+    assert '## Benchmarks' in report and '| next_line_sim | acc | 2 of 4 |' in report, report     # the kernel benchmarked it
     assert 'cache_hit yes' in report, report                # packed in session 1 only: every later session found it
     dev_site = Path(sysconfig.get_paths()['purelib'])                # the kernel's pip never touched the dev venv
     assert not list(dev_site.glob('kaggle_distill-*+g*')) and list(dev_site.glob('kaggle_distill-0.1.0.dist-info'))
