@@ -20,6 +20,7 @@ setuptools.setup(
     python_requires='>=' + cfg['min_python'],
     packages=setuptools.find_packages(include=['kaggle_distill', 'kaggle_distill.*']),
     include_package_data=True,
+    package_data={'kaggle_distill': ['reference/*.json']},   # the reference pair's configurations (kaggle_distill.models)
     install_requires=cfg['requirements'].split(),
     extras_require={'dev': cfg['dev_requirements'].split(),
                     'eval': cfg.get('eval_requirements', '').split()},   # kaggle-distill benchmark: lm-evaluation-harness

@@ -2,7 +2,7 @@
 
     python bench/projector_init.py                          # SmolLM2-135M student head, surrogate Qwen-vocabulary teacher
     python bench/projector_init.py --teacher smollm2-135m   # sanity check: teacher = student, the map is the identity
-    python bench/projector_init.py --teacher huihui-ai/Huihui-MoE-1B-A0.6B --student HuggingFaceTB/SmolLM-135M  # Kaggle
+    python bench/projector_init.py --teacher huihui-ai/Huihui-MoE-1.2B-A0.6B --student HuggingFaceTB/SmolLM-135M  # Kaggle
 
 The student side is always a real model: its output head and its tokenizer. The teacher is either a real
 model (its last hidden states on the text, its output head and tokenizer) or, offline, a surrogate with

@@ -5,6 +5,7 @@
     python bench/step_overhead.py --shapes lengths        # step time at length 256 and 512 (SDPA path)
     python bench/step_overhead.py --shapes kd             # KD alone at 384 x 151,936: chunked, one chunk, naive
     python bench/step_overhead.py --device cuda           # also prints achieved FLOP/s as a share of the fp16 peak
+    python bench/step_overhead.py --shapes retok --before 2970f71   # the retok KD term alone, this tree against a commit's
     python bench/step_overhead.py --shapes cache          # a step trained from the teacher cache vs LM only vs online KD
 
 Arms, run interleaved (round-robin, the order rotated every repeat) on the same batches:
@@ -17,6 +18,15 @@ spread (min-max over repeats) and the ratios of the medians. Shapes: `demo` is t
 teacher, tiny Llama student, 4 x 96 tokens); `p100` is the P100 preset's shapes (4 x 384 tokens, the real Qwen
 151,936-row teacher vocabulary and SmolLM 49,152-row student vocabulary) on tiny models of the real architectures,
 so that the vocabulary-sized work dominates as it does on the GPU.
+
+`retok`: the default KD term alone (`RetokKD`, forward + backward) at the t4/p100 shapes: 1,344 aligned pairs (87.5 % of
+4 x 384 student tokens, the Qwen-vs-SmolLM share of `bench/aligned_share.py`), float32 teacher rows of 151,669 ids
+(as `teacher_at_pairs` returns them), student rows of 49,152 with a gradient, the real SmolLM -> Qwen re-tokenization
+map; plain groups (the presets, LM on) and with the observed token's cell (KD alone). Arms: this tree's `RetokKD` and
+`--before REV`'s (its `kaggle_distill/retokenize.py`, read with `git show`, run against this tree's other modules),
+interleaved. It also counts the bytes each arm moves over the teacher's and the student's vocabulary-wide rows per
+aligned pair: every operator (views aside) reads its inputs and writes its output once; a gather and an in-place
+scatter touch only their indexed elements. A count of traffic, not of what the caches absorb.
 """
 from __future__ import annotations
 import argparse, json, math, statistics, sys, tempfile, time
@@ -190,6 +200,88 @@ def bench_kd(a) -> dict:
     return {'summary': s, 'ratios': r}
 
 
+def load_before(rev: str):
+    "The `kaggle_distill.retokenize` module of commit `rev`, imported beside this tree's (its relative imports resolve here)."
+    import importlib.util, subprocess
+    src = subprocess.run(['git', '-C', str(ROOT), 'show', f'{rev}:kaggle_distill/retokenize.py'], capture_output=True, text=True,
+                         check=True).stdout
+    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader(f'kaggle_distill._retokenize_{rev}', loader=None))
+    mod.__package__ = 'kaggle_distill'
+    sys.modules[mod.__name__] = mod                                           # dataclasses look their module up there
+    exec(compile(src, f'{rev}:kaggle_distill/retokenize.py', 'exec'), mod.__dict__)
+    return mod
+
+
+def vocab_bytes(fn, widths: dict) -> dict:
+    "Bytes `fn()` moves over tensors whose last dimension is one of `widths` ({name: width}), counted per operator."
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+    count = dict.fromkeys(widths, 0)
+    by_width = {w: k for k, w in widths.items()}
+    touch_only = {'scatter_', 'scatter_add_'}
+    def add(t, factor=1):
+        if torch.is_tensor(t) and t.dim() and t.shape[-1] in by_width: count[by_width[t.shape[-1]]] += factor * t.numel() * t.element_size()
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__
+            if func.is_view or name in ('detach', 'alias', 'empty', 'zeros', 'new_zeros', 'empty_like', 'zeros_like'): return out
+            if name == 'gather': add(out, 2)                                   # reads and writes the picked elements
+            elif name in touch_only:                                           # in place: the source's elements only
+                for a in tree_leaves((args[3:] if len(args) > 3 else args[2:], kwargs)): add(a)
+            else:
+                for a in tree_leaves((args, kwargs)): add(a)
+                for o in tree_leaves(out): add(o)
+            return out
+    with Count(): fn()
+    return count
+
+
+def bench_retok(a) -> dict:
+    "`RetokKD` forward + backward at the reference shapes: this tree against `--before`, interleaved; bytes per aligned pair."
+    from kaggle_distill.assets import load_tokenizer
+    from kaggle_distill.retokenize import RetokKD, retok_map
+    s_tok, t_tok = load_tokenizer('smollm'), load_tokenizer('qwen')
+    rmap = retok_map(s_tok, t_tok)
+    Vs, Vt, P, dev = len(s_tok), len(t_tok), 1344, torch.device(a.device)
+    g = torch.Generator().manual_seed(0)
+    s0, t0 = (torch.randn(P, Vs, generator=g) * 2).to(dev), (torch.randn(P, Vt, generator=g) * 2).to(dev)
+    s_next = torch.randint(0, Vs, (P,), generator=g)
+    t_next = torch.tensor([int(torch.nonzero(rmap.t_group == rmap.s_group[i]).flatten()[0]) if (rmap.t_group == rmap.s_group[i]).any()
+                           else -1 for i in s_next.tolist()])                  # a teacher token of the same group: the cell applies
+    s_next, t_next, keep = s_next.to(dev), t_next.to(dev), (-torch.rand(P, generator=g)).to(dev)
+    mods = {'after': RetokKD(rmap, Vs, Vt).to(dev)}
+    if a.before: mods['before'] = load_before(a.before).RetokKD(rmap, Vs, Vt).to(dev)
+    res = {}
+    for case, nxt in (('groups', None), ('cells', (s_next, t_next, keep))):
+        def arm(kd):
+            def go():
+                s = s0.clone().requires_grad_()
+                kd(s, t0, temperature=1.0, next_ids=nxt).backward()
+                return s.grad
+            return go
+        arms = {n: arm(m) for n, m in mods.items()}
+        if 'before' in arms:                                                   # the same numbers, loss and gradient
+            sa, sb = s0.clone().requires_grad_(), s0.clone().requires_grad_()
+            la, lb = mods['after'](sa, t0, next_ids=nxt), mods['before'](sb, t0, next_ids=nxt)
+            la.backward(); lb.backward()
+            diff = {'loss': abs(float(la) - float(lb)), 'grad': float((sa.grad - sb.grad).abs().max())}
+            print(f"retok {case}: |loss after - before| {diff['loss']:.2e}, max |grad after - before| {diff['grad']:.2e}")
+        else: diff = None
+        s = summary(interleave(arms, dev, a.repeats))
+        G = rmap.n_groups
+        moved = {n: {k: v / P for k, v in vocab_bytes(f, {'teacher': Vt, 'student': Vs, 'groups': G, 'cells': G + 1}).items()}
+                 for n, f in arms.items()}
+        print_table(f'retok KD ({case}), {P} pairs x {Vs:,} -> {Vt:,} ({G:,} groups), float32, forward + backward', s)
+        for n, m in moved.items():
+            m['group space'] = m.pop('groups') + m.pop('cells')
+            print(f"  {n}: per aligned pair {m['teacher'] / 1e6:.2f} MB over the teacher's rows, {m['student'] / 1e6:.2f} MB over the "
+                  f"student's, {m['group space'] / 1e6:.2f} MB in group space ({m['teacher'] / (Vt * 4):.1f}, {m['student'] / (Vs * 4):.1f} "
+                  f"and {m['group space'] / (G * 4):.1f} row passes); {sum(m.values()) / 1e6:.2f} MB in all")
+        r = ratios(s, {'after / before': (['after'], ['before'])}) if 'before' in arms else {}
+        for label, v in r.items(): print(f"  {label}: cpu {v['cpu']:.3f}, wall {v['wall']:.3f}")
+        res[case] = {'summary': s, 'bytes_per_pair': moved, 'ratios': r, 'equal': diff}
+    return res
 def bench_cache(a, shape: str = 'demo') -> dict:
     """The library's own `optimizer_step` three ways on the same blocks, interleaved: LM only (`--lm-only`'s weights),
     KD from the teacher cache (`kaggle-distill teach` first, the teacher not loaded), and KD online (the default:
@@ -225,7 +317,8 @@ def bench_cache(a, shape: str = 'demo') -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n', 1)[1])
-    p.add_argument('--shapes', nargs='+', default=['demo', 'p100', 'kd', 'lengths'], choices=['demo', 'p100', 'kd', 'lengths', 'cache'])
+    p.add_argument('--shapes', nargs='+', default=['demo', 'p100', 'kd', 'lengths'], choices=['demo', 'p100', 'kd', 'lengths', 'retok', 'cache'])
+    p.add_argument('--before', help="with --shapes retok: a commit whose retokenize.py is the 'before' arm")
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (prints achieved FLOP/s as a share of the fp16 peak)")
     p.add_argument('--repeats', type=int, default=5, help='timed runs per arm (after one warm-up run each)')
     p.add_argument('--threads', type=int, default=1, help='torch CPU threads (1: steadier on a shared machine)')
@@ -238,7 +331,8 @@ def main(argv=None):
     print(f'torch {torch.__version__}, device {a.device}, threads {a.threads}, load average {load}')
     res = {}
     for sh in a.shapes:
-        res[sh] = (bench_lengths(a) if sh == 'lengths' else bench_kd(a) if sh == 'kd' else bench_cache(a) if sh == 'cache'
+        res[sh] = (bench_lengths(a) if sh == 'lengths' else bench_kd(a) if sh == 'kd' else bench_retok(a) if sh == 'retok'
+                   else bench_cache(a) if sh == 'cache'
                    else bench_shape(sh, a))
     if a.json: a.json.write_text(json.dumps(res, indent=1))
     return res

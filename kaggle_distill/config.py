@@ -12,8 +12,8 @@ from pathlib import Path
 __all__ = ['DTYPES', 'LOSS_NAMES', 'KD_METHODS', 'DIVERGENCES', 'DEMO_STUDENT', 'EXIT_CODES', 'REFERENCE_TEACHER_ID',
            'REFERENCE_STUDENT_ID', 'PRESETS', 'MAX_CONFIG_BYTES', 'MAX_DEPTH', 'MAX_DIGITS', 'fld', 'Schedule',
            'ModelSpec', 'DataConfig', 'default_weights', 'aux_weights', 'LossConfig', 'TrainConfig', 'TeachConfig',
-           'Config', 'ConfigError', 'from_dict', 'ParseRefused', 'load_yaml', 'load_json', 'parse_override',
-           'read_config_file', 'load_config', 'to_dict', 'check_vocab', 'format_schedule', 'describe']
+           'Config', 'ConfigError', 'from_dict', 'reference_file', 'ParseRefused', 'load_yaml', 'load_json',
+           'parse_override', 'read_config_file', 'load_config', 'to_dict', 'check_vocab', 'format_schedule', 'describe']
 
 # %% ../nbs/00_config.ipynb #bfe5566f
 def fld(default=None, *, lo=None, hi=None, lo_open=False, choices=None, doc='', factory=None):
@@ -316,6 +316,13 @@ def _method_checks(cfg: Config, errors: list):
     if ls.divergence == 'skew_kl' and ls.beta >= 1:
         errors.append(f"loss.beta={ls.beta:g}: skew_kl needs beta < 1 (beta = 1 is identically 0); e.g. loss.beta=0.1")
 
+# %% ../nbs/00_config.ipynb #ref0ex01
+def reference_file(role: str) -> dict:
+    "The shipped description of the reference pair's `role` ('teacher' or 'student'): hub id, sources, published numbers, `config`."
+    from importlib.resources import files
+    if role not in ('teacher', 'student'): raise ValueError(f"role must be 'teacher' or 'student', not {role!r}")
+    return json.loads((files('kaggle_distill') / 'reference' / f'{role}.json').read_text(encoding='utf-8'))
+
 # %% ../nbs/00_config.ipynb #209efd14
 def _merge(base: dict, new: dict, cls=None) -> dict:
     """Lay `new` over a copy of `base` (plain data of dataclass `cls`). Dataclass sections, and the schedule of each
@@ -333,8 +340,8 @@ def _merge(base: dict, new: dict, cls=None) -> dict:
         out[k] = v
     return out
 
-REFERENCE_TEACHER_ID = 'huihui-ai/Huihui-MoE-1B-A0.6B'   # Qwen3-MoE, its own Qwen tokenizer
-REFERENCE_STUDENT_ID = 'HuggingFaceTB/SmolLM-135M'       # Llama, its own SmolLM tokenizer
+REFERENCE_TEACHER_ID = reference_file('teacher')['hub_id']   # huihui-ai/Huihui-MoE-1.2B-A0.6B: Qwen3-MoE, its own Qwen tokenizer
+REFERENCE_STUDENT_ID = reference_file('student')['hub_id']   # HuggingFaceTB/SmolLM-135M: Llama, its own SmolLM tokenizer
 
 def _kaggle_preset(data: dict, train: dict) -> dict:
     "The reference pair on Kaggle with every model and data field spelled out; `data` / `train` set the shapes."

@@ -8,14 +8,14 @@ import json, math, os, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TORCH_CU126_INDEX', 'P100_TORCH_SPEC', 'TORCH_COMPANIONS', 'MACHINE_SHAPES', 'KERNEL_TITLE', 'DATASET_TITLE',
-           'KERNEL_FILE', 'ESTIMATED_TOKENS_PER_S', 'SETUP_ESTIMATE_S', 'PREPARE_MARKER', 'PREPARE_WRITER',
-           'PREPARE_KEEP', 'PREPARE_FIX', 'arch_supported', 'probe_torch', 'torch_install_commands', 'ensure_gpu_torch',
-           'KaggleSetupError', 'describe_device', 'preset_for_device', 'choose_preset', 'kaggle_root',
-           'session_overrides', 'train_command', 'processes_for', 'run_logged', 'session_outcome', 'launched_status',
-           'inject_parameters', 'git_version', 'build_wheel', 'slugify', 'dataset_metadata', 'kernel_metadata',
-           'validate_kernel_metadata', 'session_estimate', 'read_prepare_marker', 'check_prepare_out', 'write_prepared',
-           'kaggle_checkout', 'prepare_kaggle']
+__all__ = ['TORCH_CU126_INDEX', 'P100_TORCH_SPEC', 'TORCH_COMPANIONS', 'HUB_TIMEOUT_S', 'MACHINE_SHAPES', 'DEFAULT_MACHINE_SHAPE',
+           'KERNEL_TITLE', 'DATASET_TITLE', 'KERNEL_FILE', 'SETUP_ESTIMATE_S', 'GPU_OF_PRESET', 'PREPARE_MARKER',
+           'PREPARE_WRITER', 'PREPARE_KEEP', 'PREPARE_FIX', 'arch_supported', 'probe_torch', 'torch_install_commands',
+           'ensure_gpu_torch', 'KaggleSetupError', 'describe_device', 'preset_for_device', 'choose_preset',
+           'kaggle_root', 'session_overrides', 'train_command', 'processes_for', 'run_logged', 'session_outcome',
+           'launched_status', 'inject_parameters', 'hub_ids', 'check_hub_ids', 'git_version', 'build_wheel', 'slugify',
+           'dataset_metadata', 'kernel_metadata', 'validate_kernel_metadata', 'measured_throughput', 'session_estimate',
+           'read_prepare_marker', 'check_prepare_out', 'write_prepared', 'kaggle_checkout', 'prepare_kaggle']
 
 # %% ../nbs/40_kaggle.ipynb #d62e5260
 def arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
@@ -166,6 +166,86 @@ def inject_parameters(nb: dict, **params) -> dict:
     nb['cells'].insert(i + 1, cell)
     return nb
 
+# %% ../nbs/40_kaggle.ipynb #hub0ex01
+HUB_TIMEOUT_S = 20.0
+
+def _hub_like(name: str) -> bool:
+    "True for a model or tokenizer name that is a hub id ('owner/name', not a local folder); asset keys and architectures have no '/'."
+    return name.count('/') == 1 and not name.startswith(('.', '/', '~')) and not Path(name).expanduser().is_dir()
+
+def hub_ids(cfg) -> list[tuple[str, str, str]]:
+    """The hub repositories a session of `cfg` will download, as (config key, 'model' or 'dataset', id), each once: the
+    models that are not built from scratch, every tokenizer, and an 'hf:' data source. Read from the config alone
+    (no torch import: the kernel asks before it may replace torch)."""
+    out, seen = [], set()
+    def add(key, kind, rid):
+        if (kind, rid) not in seen: seen.add((kind, rid)); out.append((key, kind, rid))
+    for role in ('teacher', 'student'):
+        spec = getattr(cfg, role)
+        if not spec.scratch and _hub_like(spec.name): add(f'{role}.name', 'model', spec.name)
+        tok = spec.tokenizer or spec.name
+        if _hub_like(tok): add(f'{role}.tokenizer' if spec.tokenizer else f'{role}.name', 'model', tok)
+    src = cfg.data.source
+    if src.startswith('hf:'):
+        parts = src[3:].partition('@')[0].split('/')
+        add('data.source', 'dataset', '/'.join(parts[:-1]) if len(parts) > 1 else parts[0])
+    return out
+
+def _reference_alternatives(rid: str) -> list[str]:
+    "The shipped alternatives of a reference-pair hub id (kaggle_distill/reference/*.json); [] for any other id."
+    from kaggle_distill.config import reference_file
+    for role in ('teacher', 'student'):
+        ref = reference_file(role)
+        if ref['hub_id'] == rid: return list(ref['alternatives'])
+    return []
+
+def _named(e: BaseException, *names: str) -> bool:
+    "True when `e` is an instance of a class of one of these names (huggingface_hub's errors differ between its versions)."
+    return any(c.__name__ in names for c in type(e).__mro__)
+
+def _hub_search(api, kind: str, rid: str, timeout: float, limit: int = 8) -> list[str]:
+    "Ids on the hub under `rid`'s owner whose name contains its first word ('' when the search fails or takes too long)."
+    import threading
+    owner, _, name = rid.rpartition('/')
+    stem = re.split(r'[-_.]', name)[0]
+    found = []
+    def ask():
+        try:
+            it = (api.list_models if kind == 'model' else api.list_datasets)(author=owner or None, search=stem, limit=limit)
+            found.extend(getattr(m, 'id', str(m)) for m in it)
+        except Exception: pass
+    th = threading.Thread(target=ask, daemon=True); th.start(); th.join(timeout)
+    return [f for f in found if f != rid]
+
+def check_hub_ids(cfg, api=None, timeout: float = HUB_TIMEOUT_S) -> list[str]:
+    """Ask the hub for the metadata of every id of `cfg` (`hub_ids`; one request each, `timeout` seconds), so that a
+    wrong or renamed id fails a session in seconds, before installs and downloads. Returns one line per id (a renamed
+    repository shows the hub's own id); raises `KaggleSetupError` naming every id that does not resolve, with likely
+    alternatives (a reference id's shipped ones, and what the hub lists under the same owner), or saying the hub
+    cannot be reached. A gated repository resolves, with a note that it needs a token. `api`: a `huggingface_hub.HfApi`."""
+    if api is None:
+        from huggingface_hub import HfApi
+        api = HfApi()
+    lines, missing = [], []
+    for key, kind, rid in hub_ids(cfg):
+        try: info = (api.model_info if kind == 'model' else api.dataset_info)(rid, timeout=timeout)
+        except Exception as e:
+            if _named(e, 'GatedRepoError'):
+                lines.append(f'{key}: {rid} is gated: accept its terms on the hub and set HF_TOKEN (Kaggle: Add-ons > Secrets)'); continue
+            if _named(e, 'RepositoryNotFoundError', 'RevisionNotFoundError'): missing.append((key, kind, rid)); continue
+            raise KaggleSetupError(f"cannot ask the hub about {key}={rid!r} ({type(e).__name__}: {e}). Is the internet on "
+                                   "(kernel-metadata.json enable_internet; editor: Settings > Internet)?") from None
+        canon = getattr(info, 'id', None) or rid
+        lines.append(f"{key}: {rid} resolves{f' (the hub now calls it {canon})' if canon != rid else ''}")
+    if missing:
+        why = []
+        for key, kind, rid in missing:
+            alt = list(dict.fromkeys(_reference_alternatives(rid) + _hub_search(api, kind, rid, timeout)))
+            why.append(f"{key}={rid!r}: no such {kind} on the hub" + (f"; likely: {', '.join(alt)}" if alt else ''))
+        raise KaggleSetupError('hub ids that do not resolve (nothing was installed or downloaded yet):\n  - ' + '\n  - '.join(why)
+                               + "\nSet the right one in the kernel's parameters cell, e.g. overrides = ['teacher.name=ID', 'teacher.tokenizer=ID']")
+    return lines
+
 # %% ../nbs/40_kaggle.ipynb #9e863d02
 def git_version(repo='.') -> str:
     "The package version with the commit: `<settings.ini version>+g<short sha>`, plus `.dirty` for uncommitted changes."
@@ -203,6 +283,7 @@ def build_wheel(repo='.', out='dist', version: str | None = None) -> Path:
 
 # %% ../nbs/40_kaggle.ipynb #6d8d1241
 MACHINE_SHAPES = ('NvidiaTeslaT4', 'NvidiaTeslaT4Highmem', 'NvidiaL4', 'NvidiaH100')  # 'NvidiaTeslaP100' is retired
+DEFAULT_MACHINE_SHAPE = 'NvidiaTeslaT4'   # two T4s (the kaggle 2.2.5 client: "'NvidiaTeslaT4' for GPU T4 x2"), Kaggle's default, stated
 KERNEL_TITLE, DATASET_TITLE, KERNEL_FILE = 'kaggle-distill', 'kaggle-distill wheel', 'distill.ipynb'
 
 def slugify(title: str) -> str:
@@ -214,7 +295,7 @@ def dataset_metadata(user: str, title: str = DATASET_TITLE) -> dict:
     return {'title': title, 'id': f'{user}/{slugify(title)}', 'licenses': [{'name': 'apache-2.0'}]}
 
 def kernel_metadata(user: str, title: str = KERNEL_TITLE, code_file: str = KERNEL_FILE, dataset_sources=(),
-                    machine_shape: str | None = None, internet: bool = True) -> dict:
+                    machine_shape: str | None = DEFAULT_MACHINE_SHAPE, internet: bool = True) -> dict:
     "The kernel-metadata.json of the GPU notebook kernel; its own id is in `kernel_sources` (sessions resume from it)."
     kid = f'{user}/{slugify(title)}'
     meta = {'id': kid, 'title': title, 'code_file': code_file, 'language': 'python', 'kernel_type': 'notebook',
@@ -248,21 +329,50 @@ def validate_kernel_metadata(meta: dict, folder) -> list[str]:
     return errs
 
 # %% ../nbs/40_kaggle.ipynb #5dfa8577
-ESTIMATED_TOKENS_PER_S = {'p100': 1500, 't4': 2500, 't4x2': 4800}   # estimates (see above), not measurements
 SETUP_ESTIMATE_S = {'first': 90 * 60, 'later': 15 * 60}
+GPU_OF_PRESET = {'t4x2': ('T4', 2), 't4': ('T4', 1), 'p100': ('P100', 1)}   # the GPU name a session's hardware must show, and its processes
 
-def session_estimate(cfg, gpu: str, tokens_per_s: float | None = None) -> dict:
-    "How many Kaggle sessions `cfg` needs on `gpu` ('p100', 't4', 't4x2') at an estimated (or given) throughput."
+def measured_throughput(folder, gpu: str, cfg=None) -> tuple[float, str] | None:
+    """The global student tokens/s a previous session measured on `gpu`'s hardware: the newest `summary.json` under
+    `folder` whose `hardware` section says CUDA, `gpu`'s GPU name on every device and its number of processes (and,
+    with `cfg`, whose run had the same teacher, student and length); with where it was found. None when none does."""
+    name, procs = GPU_OF_PRESET[gpu]
+    best = None
+    for p in sorted(Path(folder).rglob('summary.json')) if Path(folder).is_dir() else []:
+        try: s = json.loads(p.read_text())
+        except (OSError, ValueError): continue
+        hw, c = s.get('hardware') or {}, s.get('config') or {}
+        names = hw.get('device_names') or []
+        if not (hw.get('device_type') == 'cuda' and hw.get('processes') == procs and names and all(name in n for n in names)
+                and (hw.get('tokens_per_s') or 0) > 0): continue
+        if cfg is not None and ([c.get(r, {}).get('name') for r in ('teacher', 'student')] + [c.get('data', {}).get('max_length')]
+                                != [cfg.teacher.name, cfg.student.name, cfg.data.max_length]): continue
+        if best is None or p.stat().st_mtime > best[0]: best = (p.stat().st_mtime, float(hw['tokens_per_s']), p, names)
+    return None if best is None else (best[1], f'measured by the session in {best[2]} on {len(best[3])} x {best[3][0]}')
+
+def session_estimate(cfg, gpu: str, tokens_per_s: float | None = None, measured_in=None) -> dict:
+    """How many Kaggle sessions `cfg` needs on `gpu` ('t4x2', 't4', 'p100'): at `tokens_per_s` if given, else at the
+    throughput a previous session measured (`measured_throughput` under `measured_in`), else at the FLOP and bytes
+    model's (`kaggle_distill.budget.throughput_model`). `source` and the text say which."""
     tc = cfg.train
     tokens = tc.steps * tc.batch_size * tc.grad_accum * cfg.data.max_length
-    tps = tokens_per_s or ESTIMATED_TOKENS_PER_S[gpu]
+    source, how = 'given', 'as given'
+    if tokens_per_s is None and measured_in is not None and (m := measured_throughput(measured_in, gpu, cfg)): (tokens_per_s, how), source = m, 'measured'
+    if tokens_per_s is None:
+        from kaggle_distill.budget import throughput_model
+        try: th = throughput_model(cfg, gpu)
+        except ValueError as e:
+            return {'gpu': gpu, 'tokens': tokens, 'tokens_per_s': None, 'sessions': None, 'source': None,
+                    'text': f'{tokens / 1e6:.1f} M tokens; no estimate on {gpu}: {e}'}
+        tokens_per_s, how, source = th['tokens_per_s'], th['basis'], 'model'
     budget = tc.time_budget_s or 12 * 3600
     first, later = budget - SETUP_ESTIMATE_S['first'], budget - SETUP_ESTIMATE_S['later']
-    train_s = tokens / tps
+    train_s = tokens / tokens_per_s
     sessions = 1 if train_s <= first else 1 + math.ceil((train_s - first) / later)
-    return {'gpu': gpu, 'tokens': tokens, 'tokens_per_s': tps, 'train_hours': round(train_s / 3600, 1), 'sessions': sessions,
+    return {'gpu': gpu, 'tokens': tokens, 'tokens_per_s': tokens_per_s, 'train_hours': round(train_s / 3600, 1), 'sessions': sessions,
+            'source': source,
             'text': f"{tc.steps} steps x {tc.batch_size * tc.grad_accum} x {cfg.data.max_length} tokens = {tokens / 1e6:.1f} M tokens; "
-                    f"at an estimated {tps:,.0f} tokens/s on {gpu} that is {train_s / 3600:.1f} h of training: "
+                    f"at {tokens_per_s:,.0f} tokens/s on {gpu} ({how}) that is {train_s / 3600:.1f} h of training: "
                     f"{sessions} session(s) of {budget / 3600:g} h (an estimate; metrics.jsonl logs the real tok_per_s)"}
 
 # %% ../nbs/40_kaggle.ipynb #79df6948
@@ -383,7 +493,8 @@ def kaggle_checkout(repo='.') -> Path:
 def prepare_kaggle(user: str, out='kaggle_upload', preset: str | None = None, repo='.') -> str:
     """Write `out/dataset` (the wheel, dataset-metadata.json) and `out/kernel` (the kernel, kernel-metadata.json); the
     upload steps. Everything is checked and built before `out` is touched; in `out` only files an earlier prepare wrote
-    are replaced (`check_prepare_out`, `write_prepared`)."""
+    are replaced (`check_prepare_out`, `write_prepared`). `out/output`, where the printed `kaggle kernels output`
+    command puts a session's output, is never touched, and read for a measured throughput (`session_estimate`)."""
     from kaggle_distill.config import load_config
     if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_-]*', user or ''):
         raise KaggleSetupError(f"--user {user!r} is not a Kaggle user name (letters, digits, '-', '_'); give yours, "
@@ -406,17 +517,17 @@ def prepare_kaggle(user: str, out='kaggle_upload', preset: str | None = None, re
         if errs := validate_kernel_metadata(kmeta, kd): raise KaggleSetupError('; '.join(errs))
         write_prepared(out, {f'{d.name}/{f.name}': f for d in (ds, kd) for f in sorted(d.iterdir())}, old)
     ds, kd, wheel = out / 'dataset', out / 'kernel', out / 'dataset' / wheel.name
-    gpus = [preset] if preset in ESTIMATED_TOKENS_PER_S else ['t4', 't4x2', 'p100'] if not preset else []
-    est = [f"  {g}: " + session_estimate(load_config(g), g)['text'] for g in gpus]
+    gpus = [preset] if preset in GPU_OF_PRESET else list(GPU_OF_PRESET) if not preset else []
+    est = [f"  {g}: " + session_estimate(load_config(g), g, measured_in=out / PREPARE_KEEP)['text'] for g in gpus]
     slug = kmeta['id'].split('/')[1]
     return '\n'.join([
         f"wheel: {wheel} (version {wheel.name.split('-')[1]})",
         f"dataset: {ds}  (id {dmeta['id']})", f"kernel:  {kd}  (id {kmeta['id']}, preset {preset or 'chosen from the GPU'})", '',
         'Upload, push, follow, fetch (the kaggle CLI, with ~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY):',
         f"  kaggle datasets create -p {ds}        # the first time; afterwards: kaggle datasets version -p {ds} -m 'code {wheel.name.split('-')[1]}'",
-        f"  kaggle kernels push -p {kd}           # starts a session on Kaggle's default GPU (a T4); a P100 only from the editor",
+        f"  kaggle kernels push -p {kd}           # starts a session on two T4s (machine_shape NvidiaTeslaT4); one T4 or a P100 only from the editor",
         f"  kaggle kernels status {kmeta['id']}",
         f"  kaggle kernels output {kmeta['id']} -p {out / PREPARE_KEEP}   # report.md, metrics, checkpoints of the latest session",
         f"Each push runs one session; it resumes from the previous session's output (/kaggle/input/{slug}). "
         'Push again until the log says finished (exit status 0) instead of paused (3).', '',
-        'Sessions needed (estimated throughput, not measured):', *est])
+        f"Sessions needed (from a measured throughput when {out / 'output'} holds a session's summary.json, else modelled):", *est])

@@ -12,30 +12,22 @@ import torch
 import torch.nn.functional as F
 
 from . import assets
-from .config import REFERENCE_STUDENT_ID, REFERENCE_TEACHER_ID
+from .config import REFERENCE_STUDENT_ID, REFERENCE_TEACHER_ID, reference_file
 if TYPE_CHECKING: from transformers import LlamaForCausalLM, PreTrainedModel, Qwen3MoeForCausalLM
 
 # %% auto #0
 __all__ = ['REFERENCE_STUDENT', 'REFERENCE_TEACHER', 'TEACHER_TOKENIZER_LEN', 'TINY_STUDENT', 'TINY_TEACHER', 'ARCHITECTURES',
-           'REFERENCE_CONFIGS', 'MAX_DIMENSION', 'MAX_SCRATCH_PARAMS', 'model_config', 'count_parameters', 'shrink',
-           'padded_vocab_size', 'tiny_student', 'tiny_teacher', 'real_vocab_mask', 'real_logits', 'mask_padded_logits',
-           'DtypePolicy', 'dtype_policy', 'progress_quiet', 'slow_phase', 'resolve_dtype', 'scratch_base',
-           'scratch_config', 'load_model_spec', 'check_scratch', 'check_models_config', 'layer_map',
-           'paired_hidden_states', 'enable_gradient_checkpointing']
+           'REFERENCE_CONFIGS', 'MAX_DIMENSION', 'MAX_SCRATCH_PARAMS', 'FP16_MAX', 'FP32_RESERVE_BYTES', 'model_config',
+           'count_parameters', 'active_parameters', 'shrink', 'padded_vocab_size', 'tiny_student', 'tiny_teacher',
+           'real_vocab_mask', 'real_logits', 'mask_padded_logits', 'DtypePolicy', 'dtype_policy', 'progress_quiet',
+           'slow_phase', 'resolve_dtype', 'scratch_base', 'scratch_config', 'load_model_spec', 'check_scratch',
+           'check_models_config', 'layer_map', 'paired_hidden_states', 'enable_gradient_checkpointing',
+           'TeacherPrecisionError', 'TeacherCheck', 'decoder_layers', 'teacher_health', 'upcast_from',
+           'guard_teacher_precision']
 
 # %% ../nbs/02_models.ipynb #32f8dfc2
-REFERENCE_STUDENT = dict(  # HuggingFaceTB/SmolLM-135M
-    model_type='llama', vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-    num_attention_heads=9, num_key_value_heads=3, head_dim=64, hidden_act='silu', max_position_embeddings=2048,
-    rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True, initializer_range=0.02,
-    bos_token_id=0, eos_token_id=0)
-
-REFERENCE_TEACHER = dict(  # huihui-ai/Huihui-MoE-1B-A0.6B (Qwen3-MoE)
-    model_type='qwen3_moe', vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-    num_attention_heads=16, num_key_value_heads=8, head_dim=128, hidden_act='silu', max_position_embeddings=40960,
-    rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=True, initializer_range=0.02,
-    num_experts=3, num_experts_per_tok=1, moe_intermediate_size=3072, decoder_sparse_step=1, norm_topk_prob=True,
-    bos_token_id=151643, eos_token_id=151645)
+REFERENCE_STUDENT = reference_file('student')['config']     # HuggingFaceTB/SmolLM-135M
+REFERENCE_TEACHER = reference_file('teacher')['config']     # huihui-ai/Huihui-MoE-1.2B-A0.6B (Qwen3-MoE)
 
 TEACHER_TOKENIZER_LEN = 151669  # len() of the Qwen3 tokenizer; rows 151669..151935 of the embedding are padding
 
@@ -46,11 +38,24 @@ def model_config(cfg: dict):
     cfg = dict(cfg)
     return AutoConfig.for_model(cfg.pop('model_type'), **cfg)
 
-def count_parameters(cfg: dict) -> int:
-    "Number of distinct parameters of the causal LM described by `cfg` (built on the meta device)."
+def _meta_model(cfg: dict):
     from transformers import AutoModelForCausalLM
-    with torch.device('meta'): m = AutoModelForCausalLM.from_config(model_config(cfg))
-    return sum(p.numel() for p in m.parameters())
+    with torch.device('meta'): return AutoModelForCausalLM.from_config(model_config(cfg))
+
+def count_parameters(cfg: dict) -> int:
+    "Number of distinct parameters of the causal LM described by `cfg` (built on the meta device; a tied head counts once)."
+    return sum(p.numel() for p in _meta_model(cfg).parameters())
+
+def active_parameters(cfg: dict) -> int:
+    """Parameters one token uses: `count_parameters`, with each routed expert tensor (leading dimension `num_experts`,
+    under an `experts` module) counted `num_experts_per_tok / num_experts` times. A dense model: all of them."""
+    m, E = _meta_model(cfg), cfg.get('num_experts')
+    k = cfg.get('num_experts_per_tok', E)
+    n = 0
+    for name, p in m.named_parameters():
+        routed = E and '.experts.' in f'.{name}' and p.dim() >= 1 and p.shape[0] == E
+        n += p.numel() * k // E if routed else p.numel()
+    return n
 
 # %% ../nbs/02_models.ipynb #64587b8f
 def shrink(reference: dict, width: int, layers: int, **overrides) -> dict:
@@ -153,7 +158,8 @@ def slow_phase(desc: str, delay: float = 2.0, every: float = 10.0, file=None):
         if said: print(f'{desc}: done in {time.perf_counter() - t0:.1f} s', file=out, flush=True)
 
 # %% ../nbs/02_models.ipynb #23a32c38
-ARCHITECTURES = {'llama': TINY_STUDENT, 'qwen3_moe': TINY_TEACHER}
+ARCHITECTURES = {'llama': TINY_STUDENT, 'qwen3_moe': TINY_TEACHER,         # tiny, for tests and the CPU demo
+                 'reference-student': REFERENCE_STUDENT, 'reference-teacher': REFERENCE_TEACHER}   # the real pair's shapes
 REFERENCE_CONFIGS = {REFERENCE_STUDENT_ID: REFERENCE_STUDENT, REFERENCE_TEACHER_ID: REFERENCE_TEACHER}   # the hub ids of the pair
 _DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
@@ -281,3 +287,153 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> PreTrainedModel:
     else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
     model.config.use_cache = False
     return model
+
+# %% ../nbs/02_models.ipynb #g16ex001
+FP16_MAX = torch.finfo(torch.float16).max
+FP32_RESERVE_BYTES = 6 * 2 ** 30   # kept free for the student's training state and one step at the reference shapes (kaggle_distill.budget)
+
+class TeacherPrecisionError(RuntimeError):
+    "The teacher's logits are not usable in any precision this device can hold; the message says what was found and what to do."
+
+@dataclass
+class TeacherCheck:
+    "What `guard_teacher_precision` found on the first real batches and what it did: one record for the log and `summary.json`."
+    dtype: str                  # the teacher's weights as loaded
+    compute: str                # what its matmuls ran in: the autocast dtype, else the weights'
+    precision: str              # 'as loaded', 'float32 from layer N' (N..last, final norm, head) or 'float32' (all of it)
+    nll: float                  # mean next-token NLL (nats per teacher token) on the checked tokens, as the teacher runs now
+    nll_as_loaded: float        # the same before any fallback (inf when its logits were not finite)
+    first_bad_layer: int | None # first decoder layer whose output overflowed or came within `headroom` of the fp16 maximum
+    tokens: int                 # teacher tokens checked
+    extra_gb: float             # memory the fallback added (float32 copies of the converted weights)
+
+    def line(self) -> str:
+        "One log line."
+        fell = '' if self.precision == 'as loaded' else (f'; in {self.compute} it overflowed (first at layer {self.first_bad_layer}, '
+                                                          f'NLL {self.nll_as_loaded:.3g}), so it now runs {self.precision} (+{self.extra_gb:.2f} GB)')
+        return (f'teacher precision: {self.precision} ({self.dtype} weights, {self.compute} compute), next-token NLL '
+                f'{self.nll:.3f} nats on {self.tokens} tokens of the first batches{fell}')
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    "The decoder blocks of a Hugging Face causal LM (`model.base_model.layers`)."
+    layers = getattr(model.base_model, 'layers', None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise TypeError(f'{type(model).__name__} has no base_model.layers: its precision cannot be checked layer by layer')
+    return layers
+
+def teacher_health(teacher, batches, tokenizer_len: int, autocast: torch.dtype | None = None) -> dict:
+    """Run `teacher` on `batches` (dicts with `t_ids`, `t_mask`) as the trainer does (no grad, under `autocast`): the mean
+    next-token NLL over real positions (summed in float64), whether every logit was finite, and each decoder layer's
+    largest output magnitude (inf when not finite)."""
+    layers, dev = decoder_layers(teacher), next(teacher.parameters()).device
+    worst = [0.0] * len(layers)
+    def watch(i):
+        def hook(mod, args, out):
+            h = (out[0] if isinstance(out, tuple) else out).detach()
+            worst[i] = max(worst[i], float(h.abs().amax()) if bool(torch.isfinite(h).all()) else math.inf)
+        return hook
+    handles = [layer.register_forward_hook(watch(i)) for i, layer in enumerate(layers)]
+    total, n, finite = 0.0, 0, True
+    try:
+        with torch.no_grad(), torch.autocast(dev.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            for b in batches:
+                ids, mask = b['t_ids'].to(dev), b['t_mask'].to(dev).bool()
+                hidden = teacher.base_model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+                for r in range(len(ids)):                                   # one row's logits at a time: [L, V] at most
+                    keep = mask[r, 1:] & mask[r, :-1]
+                    if not keep.any(): continue
+                    logits = real_logits(teacher.get_output_embeddings()(hidden[r, :-1][keep]), tokenizer_len).float()
+                    finite &= bool(torch.isfinite(logits).all())
+                    total += float(-torch.log_softmax(logits, -1).gather(-1, ids[r, 1:][keep].unsqueeze(-1)).double().sum())
+                    n += int(keep.sum())
+    finally:
+        for h in handles: h.remove()
+    nll = total / n if finite and n else math.inf
+    return {'nll': nll if math.isfinite(nll) else math.inf, 'finite': finite, 'tokens': n, 'layer_absmax': worst}
+
+def _cast_floats(x, dtype):
+    if torch.is_tensor(x): return x.to(dtype) if x.is_floating_point() else x
+    if isinstance(x, (tuple, list)): return type(x)(_cast_floats(v, dtype) for v in x)
+    if isinstance(x, dict): return {k: _cast_floats(v, dtype) for k, v in x.items()}
+    return x
+
+def _run_in_float32(mod: torch.nn.Module):
+    "Convert `mod`'s weights to float32 and run its forward in float32 with autocast off (floating inputs cast); idempotent."
+    mod.float()
+    if getattr(mod, '_kd_float32', False): return
+    inner, dev = mod.forward, next(mod.parameters()).device.type
+    def forward(*args, **kwargs):
+        with torch.autocast(dev, enabled=False): return inner(*_cast_floats(args, torch.float32), **_cast_floats(kwargs, torch.float32))
+    mod.forward, mod._kd_float32 = forward, True
+
+def _float32_part(teacher, start: int) -> tuple[list, int]:
+    "The modules that `upcast_from(teacher, start)` converts, and the bytes that adds."
+    layers = decoder_layers(teacher)
+    if not 0 <= start <= len(layers): raise ValueError(f'start={start} is not a layer index in 0..{len(layers)}')
+    mods = ([teacher.get_input_embeddings()] if start == 0 else []) + list(layers[start:]) + [teacher.base_model.norm, teacher.get_output_embeddings()]
+    params = {id(p): p for m in mods for p in m.parameters()}.values()       # a tied head's weight once
+    return mods, sum(p.numel() * (4 - p.element_size()) for p in params if p.dtype != torch.float32)
+
+def upcast_from(teacher, start: int) -> int:
+    """Run decoder layers `start`.. of `teacher`, its final norm and its head in float32 (autocast off inside them); with
+    `start` 0 the embedding too, i.e. the whole teacher. A head tied to the embedding converts the shared weight, so the
+    embedding's output is cast back to the first layers' dtype while they stay as they were. Returns the bytes added."""
+    mods, added = _float32_part(teacher, start)
+    emb, first = teacher.get_input_embeddings(), next(decoder_layers(teacher)[0].parameters()).dtype
+    for m in mods: _run_in_float32(m)
+    if start and first != torch.float32 and emb.weight.dtype != first and not getattr(emb, '_kd_cast_back', False):
+        emb.register_forward_hook(lambda mod, args, out: out.to(first)); emb._kd_cast_back = True
+    return added
+
+def _spare_bytes(device: torch.device, reserve: int) -> float:
+    "Memory the teacher may still take on `device`: free CUDA memory less `reserve`; unbounded elsewhere."
+    if device.type != 'cuda': return math.inf
+    return torch.cuda.mem_get_info(device)[0] - reserve
+
+def _problem(h: dict, bound: float, margin: float, layer: int | None) -> str:
+    if not h['finite']: return 'non-finite logits'
+    if h['nll'] > bound: return f"a next-token NLL of {h['nll']:.3g} nats (more than {bound:.3g}: a uniform guess + {margin:g})"
+    return f"layer {layer}'s output reaching {h['layer_absmax'][layer]:.3g}, near the fp16 maximum {FP16_MAX:g}"
+
+def guard_teacher_precision(teacher, batches, tokenizer_len: int, autocast: torch.dtype | None = None,
+                            spare_bytes: float | None = None, nll_margin: float = 3.0, headroom: float = 0.5, log=print) -> TeacherCheck:
+    """Check the teacher's logits on the first real `batches`; where fp16 overflows, fall back. Healthy: every logit
+    finite, the mean next-token NLL at most log(vocabulary) + `nll_margin` nats, and, when it computes in fp16, no decoder
+    layer output above `headroom` x the fp16 maximum. The policy otherwise: decoder layers from the first one that
+    overflowed (else none) through the final norm and the head run in float32 (`upcast_from`; from layer 0 that is the
+    whole teacher), if the added weights fit in `spare_bytes` (default: free CUDA memory less `FP32_RESERVE_BYTES`;
+    unbounded on CPU), and the check runs again. `TeacherPrecisionError` when the teacher already computes in float32,
+    when the fallback does not fit, or when it is still unhealthy after it. The outcome is logged and returned."""
+    p = next(teacher.parameters())
+    dtype, compute, name = p.dtype, autocast or p.dtype, lambda d: str(d).removeprefix('torch.')
+    bound, n_layers = math.log(tokenizer_len) + nll_margin, len(decoder_layers(teacher))
+    def bad_layer(h, upto):
+        lim = headroom * FP16_MAX if compute == torch.float16 else math.inf
+        return next((i for i, a in enumerate(h['layer_absmax'][:upto]) if not a <= lim), None)
+    def healthy(h, upto): return h['finite'] and h['nll'] <= bound and bad_layer(h, upto) is None
+    h = teacher_health(teacher, batches, tokenizer_len, autocast)
+    first = bad_layer(h, n_layers)
+    if healthy(h, n_layers):
+        check = TeacherCheck(name(dtype), name(compute), 'as loaded', h['nll'], h['nll'], None, h['tokens'], 0.0)
+        log(check.line()); return check
+    what = _problem(h, bound, nll_margin, first)
+    if compute == torch.float32:
+        raise TeacherPrecisionError(f"the teacher computes in float32 and gives {what} on {h['tokens']} tokens of the first "
+                                    "batches: its weights or its tokenizer are wrong (is teacher.tokenizer the teacher's own?)")
+    start = n_layers if first is None else first
+    where = 'the whole teacher' if start == 0 else f'decoder layers {start}..{n_layers - 1}, the final norm and the head'
+    need = _float32_part(teacher, start)[1]
+    spare = _spare_bytes(p.device, FP32_RESERVE_BYTES) if spare_bytes is None else spare_bytes
+    if need > spare:
+        raise TeacherPrecisionError(f"the teacher overflows in {name(compute)} ({what}); running {where} in float32 needs "
+                                    f"{need / 1e9:.2f} GB more, but only {max(spare, 0) / 1e9:.2f} GB are spare. Use a GPU with bf16 "
+                                    "(compute capability 8 or more), or a smaller train.batch_size to leave room")
+    added = upcast_from(teacher, start)
+    h2 = teacher_health(teacher, batches, tokenizer_len, autocast)
+    if not healthy(h2, start):
+        raise TeacherPrecisionError(f"the teacher gave {what} in {name(compute)}, and still {_problem(h2, bound, nll_margin, bad_layer(h2, start))} "
+                                    f"with {where} in float32: not an fp16 overflow; check its weights")
+    check = TeacherCheck(name(dtype), name(compute), 'float32' if start == 0 else f'float32 from layer {start}', h2['nll'],
+                         h['nll'], first, h2['tokens'], round(added / 1e9, 6))
+    log(check.line())
+    return check

@@ -18,8 +18,8 @@ from .xtoken import make_xtoken_kd
 
 # %% auto #0
 __all__ = ['RetokMap', 'retok_cache_dir', 'save_retok_map', 'load_retok_map', 'retok_map', 'coverage_report', 'group_log_probs',
-           'cell_log_probs', 'Observed', 'observed_next', 'continuation_log_probs', 'end_log_probs', 'RetokKD',
-           'make_retok_kd', 'make_kd']
+           'cell_log_probs', 'frozen_cell_log_probs', 'teacher_target', 'Observed', 'observed_next',
+           'continuation_log_probs', 'end_log_probs', 'RetokKD', 'make_retok_kd', 'make_kd']
 
 # %% ../nbs/15_retokenize.ipynb #69fdd80f
 @dataclass
@@ -162,20 +162,119 @@ def _own_split(x: Tensor, own_g: Tensor, n: int) -> tuple[Tensor, Tensor]:
     whole = torch.logaddexp(rest, own)
     return x[..., :n].scatter(-1, g, whole), torch.cat([own, rest], -1) - whole
 
-def _retok_rows(s: Tensor, t: Tensor, s_own: Tensor, t_own: Tensor, t_keep: Tensor, s_group: Tensor, t_group: Tensor, n: int,
-                kind: str, beta: float, top_k: int, T: float, cells: bool = True) -> Tensor:
-    """Per row: T^p · (D(teacher groups || student groups) + D(teacher's split of the observed group || student's)),
-    the second term only on rows with an own cell (`cells=False`: no row has one, the groups alone)."""
-    if not cells:
-        gs, gt = group_log_probs(s, s_group, n, T), group_log_probs(t, t_group, n, T)
+def _exp_cells(logits: Tensor, group: Tensor, n_groups: int, own: Tensor | None = None, T: float = 1.0,
+               keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """`exp((logits - max) / T)` as one float32 buffer `x`, and its unnormalised cells `[P, G+1]`: the groups' sums, with
+    the own token (where `own[r] >= 0`) in the last cell (only the share `exp(keep[r])` of it, the rest in its group).
+    The `[P, V]` rows are read as few times as the maths needs: the maximum (one read), the buffer (one read and one
+    write, the exponential in place; the division in place only when `T != 1`) and its sums per group (one read). The
+    own token moves in place (`P` elements) and is put back: `x` is returned as computed."""
+    x = torch.sub(logits, logits.amax(-1, keepdim=True).float())                # float32 out, whatever the logits' dtype
+    if T != 1: x.div_(T)
+    x.exp_()
+    last = x.new_zeros(*x.shape[:-1], 1)
+    if own is not None:
+        has, idx = (own >= 0).unsqueeze(-1), own.clamp_min(0).unsqueeze(-1)
+        at = x.gather(-1, idx)
+        kept, back = (at, torch.zeros_like(at)) if keep is None else (at * keep.unsqueeze(-1).exp(), -at * keep.unsqueeze(-1).expm1())
+        last = torch.where(has, kept, 0.0)
+        x.scatter_(-1, idx, torch.where(has, back, at))
+    p = torch.cat([x.new_zeros(*x.shape[:-1], n_groups).index_add_(-1, group, x), last], -1)
+    if own is not None: x.scatter_(-1, idx, at)
+    return x, p
+
+def frozen_cell_log_probs(logits: Tensor, group: Tensor, n_groups: int, own: Tensor | None = None, T: float = 1.0,
+                          keep: Tensor | None = None) -> Tensor:
+    """`cell_log_probs` of logits that carry no gradient (the teacher's; anyone's in evaluation), in the passes of
+    `_exp_cells`: the normaliser is the sum of the cells, not a pass of its own (every token is in a group)."""
+    with torch.no_grad():
+        p = _exp_cells(logits, group, n_groups, own, T, keep)[1]
+        return p.clamp_min(_TINY).log() - p.sum(-1, keepdim=True).log()
+
+def teacher_target(t: Tensor, t_group: Tensor, n: int, T: float, own_g: Tensor | None = None, t_own: Tensor | None = None,
+                   t_keep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """The teacher's side of the loss, computed once per chunk: its group log-probabilities `[P, n]` and, with cells
+    (`own_g` given: the observed group of each row), its split of the observed group `[P, 2]` (else None). Without a
+    gradient to carry (the teacher's logits never have one in training) by `frozen_cell_log_probs`, else by `cell_log_probs`."""
+    cells = frozen_cell_log_probs if not (torch.is_grad_enabled() and t.requires_grad) else cell_log_probs
+    if own_g is None: return cells(t, t_group, n, None, T)[..., :n], None
+    return _own_split(cells(t, t_group, n, t_own, T, t_keep), own_g, n)
+
+def _cell_rows(gs: Tensor, gt: Tensor, st: Tensor | None, s_own: Tensor, s_group: Tensor, n: int, kind: str, beta: float,
+               top_k: int, T: float) -> Tensor:
+    """Per row, from the student's cell log-probabilities `gs` (`[P, n+1]`) and the teacher's side (`teacher_target`):
+    T^p · (D(teacher groups || student groups) + D(teacher's split of the observed group || student's)), the second term
+    only on rows with an own cell (`st` None: no row has one, the groups alone)."""
+    if st is None:
+        gs = gs[..., :n]
         if 0 < top_k < n: gt, gs = topk_tail(gt, gs, top_k)
         return ROW_DIVERGENCES[kind](gt, gs, beta) * T ** TEMPERATURE_POWER[kind]
-    gs, gt = cell_log_probs(s, s_group, n, s_own, T), cell_log_probs(t, t_group, n, t_own, T, t_keep)
-    own_g = s_group[s_own.clamp_min(0)]
-    (gs, ss), (gt, st) = _own_split(gs, own_g, n), _own_split(gt, own_g, n)
+    gs, ss = _own_split(gs, s_group[s_own.clamp_min(0)], n)
     split = torch.where(s_own >= 0, ROW_DIVERGENCES[kind](st, ss, beta), 0.0)
     if 0 < top_k < n: gt, gs = topk_tail(gt, gs, top_k)
     return (ROW_DIVERGENCES[kind](gt, gs, beta) + split) * T ** TEMPERATURE_POWER[kind]
+
+def _retok_rows(s: Tensor, gt: Tensor, st: Tensor | None, s_own: Tensor, s_group: Tensor, n: int, kind: str, beta: float,
+                top_k: int, T: float) -> Tensor:
+    "`_cell_rows` of the student's logits through `cell_log_probs`, autograd all the way (the path for a teacher whose logits carry a gradient)."
+    return _cell_rows(cell_log_probs(s, s_group, n, s_own if st is not None else None, T), gt, st, s_own, s_group, n, kind, beta, top_k, T)
+
+def _fused_chunk(s: Tensor, gt: Tensor, st: Tensor | None, s_own: Tensor, s_group: Tensor, n: int, kind: str, beta: float,
+                 top_k: int, T: float, out: Tensor) -> tuple[Tensor, Tensor]:
+    """`_retok_rows` of one chunk, and into `out` (`[P, V]` float32) its gradient with respect to the student's logits
+    `s` (returned too). Forward KL over the groups alone (the presets: LM on, no top-k) is in closed form throughout. In cell space autograd gives `g`, the gradient of the rows with respect to the student's cell log-probabilities
+    (`[P, G+1]`); through the cells, logit v gets `x_v / T · (g_c m_c / p_c - Σ_c' g_c' m_c' / S)`: c the cell of v, `p_c`
+    its unnormalised mass (`_exp_cells`), `S` their sum, `m_c` 0 where a cell is clamped at float32's tiny (`clamp_min`
+    passes no gradient there). Over the `[P, V]` rows: the passes of `_exp_cells`, one write and one multiply."""
+    own = s_own if st is not None else None
+    with torch.no_grad():
+        x, p = _exp_cells(s, s_group, n, own, T)
+        S = p.sum(-1, keepdim=True)
+        if kind == 'forward_kl' and st is None and not 0 < top_k < n:        # the presets' case, in closed form: no autograd
+            pn = p[:, :n]                                                    # T^2 KL(teacher groups || student groups) and
+            gs = pn.clamp_min(_TINY).log_().sub_(S.log())                    # its gradient -T^2 p_t with respect to log q
+            pt = gt.exp()
+            rows = torch.linalg.vecdot(pt, torch.where(pt > 0, gt - gs, 0.0)) * T ** 2
+            g = torch.where((pt > 0) & (pn > _TINY), pt, 0.0).mul_(-T ** 2)
+            coef = (g / pn.clamp_min(_TINY) - g.sum(-1, keepdim=True) / S).div_(T)
+            return rows, torch.index_select(coef, -1, s_group, out=out).mul_(x)
+    with torch.enable_grad():
+        gs = (p.clamp_min(_TINY).log() - S.log()).requires_grad_()
+        rows = _cell_rows(gs, gt, st, s_own, s_group, n, kind, beta, top_k, T)
+        g, = torch.autograd.grad(rows.sum(), gs)
+    with torch.no_grad():
+        g = torch.where(p > _TINY, g, 0.0)
+        coef = (g / p.clamp_min(_TINY) - g.sum(-1, keepdim=True) / S).div_(T)
+        torch.index_select(coef, -1, s_group, out=out)                         # each logit's cell: its group
+        if own is not None:                                                    # the own token's cell is the last one
+            has, idx = (own >= 0).unsqueeze(-1), own.clamp_min(0).unsqueeze(-1)
+            out.scatter_(-1, idx, torch.where(has, coef[:, n:], out.gather(-1, idx)))
+        out.mul_(x)
+    return rows.detach(), out
+
+class _FusedRetokRows(torch.autograd.Function):
+    """The retok rows of all `chunk`s, their gradient with respect to the student's logits computed in the same pass into
+    one float32 buffer (`_fused_chunk`, as `divergence`'s `_FusedRows`): nothing is recomputed, the chunks' gradients are
+    never summed, and the backward only scales the buffer. The teacher's side of each chunk is `teacher_target`'s."""
+    @staticmethod
+    def forward(ctx, s, t, s_own, t_own, t_keep, s_group, t_group, n, kind, beta, top_k, T, cells, chunk):
+        rows = torch.empty(len(s), dtype=torch.float32, device=s.device)
+        grad = torch.empty(s.shape, dtype=torch.float32, device=s.device)
+        for i in range(0, len(s), chunk):
+            c = slice(i, i + chunk)
+            own_t = (s_group[s_own[c].clamp_min(0)].to(t.device), t_own[c].to(t.device), t_keep[c]) if cells else ()
+            gt, st = teacher_target(t[c], t_group.to(t.device), n, T, *own_t)
+            rows[c] = _fused_chunk(s[c], gt.to(s.device), None if st is None else st.to(s.device), s_own[c], s_group, n, kind, beta,
+                                   top_k, T, grad[c])[0]
+        ctx.grad, ctx.dtype = grad, s.dtype
+        return rows
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, go):
+        if ctx.grad is None: raise RuntimeError("the retok KD's stored gradient was used already: backward runs once per forward")
+        grad, ctx.grad = ctx.grad, None
+        return (grad.mul_(go.float().unsqueeze(-1)).to(ctx.dtype),) + (None,) * 13
 
 @dataclass
 class Observed:
@@ -282,14 +381,22 @@ class RetokKD(KD):
         none = torch.full((len(s),), -1, dtype=torch.long, device=s.device)
         s_own, t_own = self.own_cells(*(x.to(s.device) for x in next_ids[:2])) if next_ids is not None else (none, none)
         t_keep = next_ids[2].to(t.device).float() if next_ids is not None else torch.zeros(len(s), device=t.device)
-        args = (self.s_group, self.t_group, self.n_groups, self.kind, self.beta, self.top_k, float(temperature), next_ids is not None)
+        T, n, cells = float(temperature), self.n_groups, next_ids is not None
+        own_g = self.s_group[s_own.clamp_min(0)] if cells else None
         grad = torch.is_grad_enabled() and (s.requires_grad or t.requires_grad)
         with torch.autocast(s.device.type, enabled=False):
+            if grad and not t.requires_grad:                                      # training: the teacher's logits carry no gradient
+                return _FusedRetokRows.apply(s, t, s_own, t_own, t_keep, self.s_group, self.t_group, n, self.kind, self.beta,
+                                             self.top_k, T, cells, chunk_size).mean()
             rows = []
             for i in range(0, len(s), chunk_size):
-                a = (s[i:i + chunk_size], t[i:i + chunk_size], s_own[i:i + chunk_size], t_own[i:i + chunk_size].to(t.device),
-                     t_keep[i:i + chunk_size], *args)
-                rows.append(checkpoint(_retok_rows, *a, use_reentrant=False) if grad else _retok_rows(*a))
+                c = slice(i, i + chunk_size)
+                gt, st = teacher_target(t[c], self.t_group.to(t.device), n, T, *((own_g[c].to(t.device), t_own[c].to(t.device), t_keep[c])
+                                                                              if cells else ()))
+                a = (s[c], gt.to(s.device), None if st is None else st.to(s.device), s_own[c], self.s_group, n, self.kind, self.beta,
+                     self.top_k, T)
+                if not grad: rows.append(_cell_rows(frozen_cell_log_probs(s[c], self.s_group, n, s_own[c] if cells else None, T), *a[1:]))
+                else: rows.append(checkpoint(_retok_rows, *a, use_reentrant=False))   # both sides carry a gradient
         return torch.cat(rows).mean()
 
 def make_retok_kd(cfg_loss, student_tok, teacher_tok) -> RetokKD:

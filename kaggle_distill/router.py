@@ -15,9 +15,9 @@ from torch import Tensor
 from .models import layer_map
 
 # %% auto #0
-__all__ = ['teacher_window', 'moe_blocks', 'all_expert_outputs', 'capture_expert_sources', 'Routed', 'StudentAwareRouter',
-           'route_balance_loss', 'route_sharpness', 'routing_histogram', 'plot_routing', 'teacher_sources',
-           'RoutingLog', 'collect_routing']
+__all__ = ['ROUNDING', 'teacher_window', 'moe_blocks', 'all_expert_outputs', 'capture_expert_sources', 'Routed',
+           'StudentAwareRouter', 'unit_interval', 'route_balance_loss', 'route_sharpness', 'routing_histogram',
+           'plot_routing', 'teacher_sources', 'RoutingLog', 'collect_routing']
 
 # %% ../nbs/16_router.ipynb #r14c007
 def teacher_window(t: int, n_teacher: int, window: int = 1) -> list[int]:
@@ -176,14 +176,23 @@ class StudentAwareRouter(nn.Module):
 def _entropy(p: Tensor) -> Tensor:
     return -torch.special.xlogy(p, p).sum(-1)
 
+ROUNDING = 1e-6   # how far a value documented in [0, 1] may stray by float rounding (routing weights summing to 1 in float32)
+
+def unit_interval(v: Tensor) -> Tensor:
+    """`v` clamped into [0, 1] where it strays by float rounding only (at most `ROUNDING`); NaN where it strays further
+    (a bug, e.g. weights that do not sum to 1). No host read here (a training step reads its losses once); a NaN
+    `route_balance` skips the step with its name, and `routing_histogram`, which reads the value, raises."""
+    return torch.where((v < -ROUNDING) | (v > 1 + ROUNDING), torch.full_like(v, math.nan), v.clamp(0, 1))
+
 def route_balance_loss(weights: Sequence[Tensor]) -> Tensor:
-    "1 - H(mean routing)/log(n_sources) per mapped layer, mean over layers: 0 when the sources are used evenly, 1 when all positions use one source."
+    """1 - H(mean routing)/log(n_sources) per mapped layer, mean over layers, in [0, 1] (`unit_interval`): 0 when the
+    sources are used evenly, 1 when all positions use one source."""
     vals = []
     for w in weights:
         if w.shape[-1] < 2: raise ValueError(f"balance needs at least 2 sources, got {w.shape[-1]}")
         if len(w) == 0: vals.append(w.double().sum() * 0.0); continue       # no aligned positions: nothing to balance
         vals.append(1 - _entropy(w.double().mean(0)) / math.log(w.shape[-1]))       # float64: exactly 0 and 1 at the ends
-    return torch.stack(vals).mean().float()
+    return unit_interval(torch.stack(vals).mean()).float()
 
 def route_sharpness(weights: Sequence[Tensor]) -> Tensor:
     "1 - mean over positions of H(routing)/log(n_sources), mean over layers: 0 when every position spreads its weight evenly (an unused router), 1 when each picks one source."
@@ -200,7 +209,11 @@ def routing_histogram(router: StudentAwareRouter, weights: Sequence[Tensor]) -> 
         mean = w.detach().float().mean(0).tolist() if len(w) else [None] * w.shape[-1]      # None (JSON null): no positions
         layers[f's{s}->t{t}'] = dict(zip(router.source_names(j), mean))
     weights = [w.detach() for w in weights]
-    return {'layers': layers, 'balance': float(route_balance_loss(weights)), 'sharpness': float(route_sharpness(weights))}
+    balance = float(route_balance_loss(weights))
+    if math.isnan(balance):
+        raise ValueError(f"route balance out of [0, 1] by more than rounding ({ROUNDING:g}): routing weights that do not sum to 1? "
+                         f"per-layer sums {[round(float(w.sum(-1).mean()), 6) for w in weights if len(w)]}")
+    return {'layers': layers, 'balance': balance, 'sharpness': float(route_sharpness(weights))}
 
 def _source_key(name: str) -> tuple:
     return (0, 0 if name == 'L' else int(name[1:])) if name.startswith('L') else (1, int(name[1:]))

@@ -21,7 +21,8 @@ from .teacher_cache import (TrainSignal, atomic_write, blocks_read, clean_partia
 
 # %% auto #0
 __all__ = ['HELDOUT_SEED', 'AGREE_DTYPE', 'load_run_data', 'teacher_logits_at', 'split_of', 'rows_targets', 'batch_targets',
-           'heldout_pass', 'HeldoutSignal', 'heldout_signal', 'teach', 'train_signal', 'teacher_side', 'check_signal']
+           'heldout_pass', 'HeldoutSignal', 'heldout_signal', 'load_teacher', 'teach', 'train_signal', 'teacher_side',
+           'check_signal']
 
 # %% ../nbs/25_teach.ipynb #69953b7b
 def load_run_data(cfg: Config):
@@ -216,6 +217,17 @@ def heldout_signal(cfg: Config, s_tok, t_tok, eval_batches: list, data_key: str,
     return HeldoutSignal(folder, eval_space(s_tok, t_tok), kd_space)
 
 # %% ../nbs/25_teach.ipynb #df740419
+def load_teacher(cfg: Config, t_tok, device, probe: list, autocast=None):
+    """The teacher of `cfg` on `device` (seeded by `train.seed`), checked on `probe` (the first held-out batch: real text,
+    the same in every session) by `models.guard_teacher_precision`: finite logits and a sane NLL, else float32 from the
+    layer where fp16 overflowed. Returns the teacher and the `TeacherCheck` (logged on the main process)."""
+    from kaggle_distill.distributed import is_main
+    from kaggle_distill.models import guard_teacher_precision, load_model_spec
+    torch.manual_seed(cfg.train.seed)
+    teacher = load_model_spec(cfg.teacher, 'teacher', device, t_tok, seed=cfg.train.seed)
+    check = guard_teacher_precision(teacher, probe, len(t_tok), autocast, log=print if is_main() else (lambda line: None))
+    return teacher, check
+
 def teach(cfg: Config, progress: bool = True) -> dict:
     """Run the teacher once over the training blocks `cfg`'s run reads and over the held-out blocks; store the signal in
     `run_dir/teacher_cache`. Returns the summary (`status` 'finished' or 'paused'), also written to `run_dir/teach.json`."""
@@ -251,7 +263,7 @@ def _teach(cfg: Config, progress: bool, t_session: float) -> dict:
     from kaggle_distill.checkpoint import StopSignal, seed_everything
     from kaggle_distill.data import make_loader
     from kaggle_distill.distributed import from_main, is_main, main_first, resolve_device, world_size
-    from kaggle_distill.models import dtype_policy, load_model_spec, progress_quiet
+    from kaggle_distill.models import dtype_policy, progress_quiet
     from kaggle_distill.retokenize import make_retok_kd
     seed_everything(cfg.train.seed)
     run_dir, tc, t0, c0 = Path(cfg.run_dir), cfg.train, time.time(), time.process_time()
@@ -260,11 +272,11 @@ def _teach(cfg: Config, progress: bool, t_session: float) -> dict:
     policy = dtype_policy(device)
     loaded = []
     def the_teacher():
-        "The teacher, loaded the first time a block or the held-out side needs it (a complete cache never loads it)."
+        "The teacher, loaded the first time a block or the held-out side needs it (a complete cache never loads it), its fp16 checked on the first held-out batch as train checks it."
         if not loaded:
-            torch.manual_seed(tc.seed)
-            loaded.append(load_model_spec(cfg.teacher, 'teacher', device, t_tok, seed=tc.seed))
-        return loaded[0]
+            probe = [next(iter(make_loader(eval_blocks, tc.batch_size, s_tok, t_tok, shuffle=False)))]
+            loaded.append(load_teacher(cfg, t_tok, device, probe, policy.autocast))   # fp16 overflow: float32 where it overflows (logged)
+        return loaded[0][0]
     space = method_space(cfg.loss.kd_method, s_tok, t_tok)
     kd = make_retok_kd(cfg.loss, s_tok, t_tok).to(device) if cfg.loss.kd_method == 'retok' else None
     key, root = train_key(cfg, stats['cache_key']), run_dir / 'teacher_cache'
@@ -320,7 +332,8 @@ def _teach(cfg: Config, progress: bool, t_session: float) -> dict:
                'bytes': sum(f.stat().st_size for f in folder.glob('shard-*.npy')),
                'data': {k: stats[k] for k in ('cache_key', 'cache_hit', 'cache_from')},
                'teacher_loaded': bool(loaded), 'teacher_s': round(time.time() - t0, 1), 'heldout_s': round(heldout_s, 1),
-               'cpu_s': {'setup_and_shards': round(train_cpu_s, 1), 'heldout': round(heldout_cpu_s, 1)}, 'key': key}
+               'cpu_s': {'setup_and_shards': round(train_cpu_s, 1), 'heldout': round(heldout_cpu_s, 1)},
+               'teacher_precision': vars(loaded[0][1]) if loaded else None, 'key': key}
     if is_main():
         atomic_write(run_dir / 'teach.json', json.dumps(summary, indent=1).encode())
         if summary['status'] == 'paused':
@@ -355,19 +368,19 @@ def train_signal(cfg: Config, data_key: str, n_blocks: int) -> TrainSignal | Non
     return sig
 
 # %% ../nbs/25_teach.ipynb #657d0ce9
-def teacher_side(cfg: Config, data_key: str, n_blocks: int, eval_batches: list, s_tok, t_tok, device):
-    "The run's stored training signal (or None), its stored held-out side (or None), and the teacher model when a term needs it (else None)."
+def teacher_side(cfg: Config, data_key: str, n_blocks: int, eval_batches: list, s_tok, t_tok, device, autocast=None):
+    """The run's stored training signal (or None), its stored held-out side (or None), and the teacher model when a term
+    needs it with its precision check (`load_teacher`; else None, None)."""
     from kaggle_distill.distributed import is_main
-    from kaggle_distill.models import load_model_spec
     from kaggle_distill.sparse_target import HIDDEN_STATE_TERMS
     signal = train_signal(cfg, data_key, n_blocks)
     heldout = heldout_signal(cfg, s_tok, t_tok, eval_batches, data_key, compute=False)
     on = lambda n: not cfg.loss.weights[n].is_off
     needs = [n for n in HIDDEN_STATE_TERMS if on(n)] + (['kd'] if on('kd') and signal is None else []) + (['held-out'] if heldout is None else [])
-    torch.manual_seed(cfg.train.seed)
-    if needs: return signal, heldout, load_model_spec(cfg.teacher, 'teacher', device, t_tok, seed=cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)                          # the state every later draw of build_run starts from, loaded or not
+    if needs: return signal, heldout, *load_teacher(cfg, t_tok, device, eval_batches[:1], autocast)
     if signal is None and is_main(): print(f"the teacher's held-out side is stored ({heldout.folder}) and no term needs the teacher: it is not loaded")
-    return signal, heldout, None
+    return signal, heldout, None, None
 
 def check_signal(st_signal: str, mode: str, steps: int) -> None:
     "A resumed run keeps the teacher signal it started with ('online' or 'cache'); `ConfigError` naming the fix otherwise."

@@ -50,6 +50,7 @@ class Run:
     signal: Any = None                  # the teacher cache's training section (`kaggle_distill.teacher_cache.TrainSignal`), or None: online
     space: Any = None                   # the KD target's space when it can be read from sampled targets (`kaggle_distill.sparse_target`)
     heldout: Any = None                 # the teacher's held-out side (`kaggle_distill.teach.HeldoutSignal`), computed once, at the first evaluation
+    teacher_check: Any = None           # what `models.guard_teacher_precision` found and did when the teacher was loaded (None: not loaded)
 
     @property
     def total(self) -> int: return self.cfg.train.steps
@@ -71,7 +72,8 @@ def build_run(cfg: Config) -> Run:
     t_device = device if tc.teacher_device == 'auto' else resolve_device(tc.teacher_device)
     s_tok, t_tok, train_blocks, eval_blocks, stats = load_run_data(cfg)
     eval_batches = list(make_loader(eval_blocks, tc.batch_size, s_tok, t_tok, shuffle=False))
-    signal, heldout, teacher = teacher_side(cfg, stats['cache_key'], len(train_blocks), eval_batches, s_tok, t_tok, t_device)   # teacher: None when no term needs it
+    signal, heldout, teacher, t_check = teacher_side(cfg, stats['cache_key'], len(train_blocks), eval_batches, s_tok, t_tok, t_device,
+                                                     dtype_policy(device).autocast)   # teacher: None when no term needs it; else fp16-checked
     student = load_model_spec(cfg.student, 'student', device, s_tok, seed=tc.seed)
     if _on(cfg, 'router') and not getattr(student.config, 'num_experts', None):
         raise ConfigError("loss.weights.router is on but the student has no router (it is not a mixture of experts); "
@@ -96,7 +98,7 @@ def build_run(cfg: Config) -> Run:
     space = method_space(cfg.loss.kd_method, s_tok, t_tok).to(device) if kd_target_cacheable(cfg.loss) else None
     return Run(cfg, device, t_device, policy.autocast, s_tok, t_tok, teacher, student, kd, aux, curriculum,
                CombinedLoss(curriculum, adaptive=cfg.loss.adaptive).to(device), loader, eval_batches, stats,
-               EMA(student, tc.ema) if tc.ema > 0 else None, signal, space, heldout)
+               EMA(student, tc.ema) if tc.ema > 0 else None, signal, space, heldout, t_check)
 
 # %% ../nbs/20_trainer.ipynb #09a3cd4b
 def _to(batch: dict, device) -> dict:
@@ -425,6 +427,7 @@ def finish(run: Run, st: TrainState, last_eval, paused: str | None) -> dict:
     summary = {**st.summary, 'status': status, 'config': to_dict(run.cfg), 'training_s': round(st.elapsed_s, 1), 'steps': st.step,
                'total_steps': run.total, 'tokens': st.tokens, 'skipped': st.skipped, 'stopped': st.stopped, 'paused': paused,
                'data': run.data_stats, 'time_s': time_split(run), 'hardware': hardware_facts(run, st),
+               'teacher_precision': vars(run.teacher_check) if run.teacher_check else None,   # None: not loaded (teach.json has the cache's)
                'teacher_signal': {'mode': st.signal} | ({'folder': str(sig.folder), 'k': sig.k, 'exact': sig.exact,
                                                         'bytes_per_position': sig.record_bytes} if sig is not None else {})}
     if status == 'paused': summary['resume'] = resume_hint(run_dir)

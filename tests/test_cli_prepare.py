@@ -49,11 +49,16 @@ def test_wheel_version_names_the_commit(prepared):
         assert f'__version__ = "{version}"' in z.read('kaggle_distill/__init__.py').decode()
         assert f'Version: {version}' in z.read(f'kaggle_distill-{version}.dist-info/METADATA').decode()
         assert 'kaggle_distill/kaggle.py' in z.namelist()
+        for role in ('teacher', 'student'):                                           # the reference pair's files ship (package data)
+            ref = json.loads(z.read(f'kaggle_distill/reference/{role}.json'))
+            assert ref['config']['model_type'] in ('qwen3_moe', 'llama') and ref['sources']
     assert 'version = 0.1.0\n' in (REPO / 'settings.ini').read_text()          # the checkout is untouched
     for cmd in (f'kaggle datasets create -p {out / "dataset"}', f'kaggle datasets version -p {out / "dataset"}',
                 f'kaggle kernels push -p {out / "kernel"}', 'kaggle kernels output someone/kaggle-distill'):
         assert cmd in text, cmd
     assert re.search(r't4: .* \d+ session\(s\)', text) and 'estimate' in text
+    assert text.index('  t4x2: ') < text.index('  t4: ') < text.index('  p100: ')           # two T4s first
+    assert 'of the fp16 peak' in text.split('  t4x2: ')[1].splitlines()[0]                 # no session measured yet: the model
 
 
 def test_metadata_names_the_wheel_dataset_and_the_kernels_own_output(prepared):
@@ -62,7 +67,7 @@ def test_metadata_names_the_wheel_dataset_and_the_kernels_own_output(prepared):
     k = json.loads((out / 'kernel' / 'kernel-metadata.json').read_text())
     assert d['id'] == 'someone/kaggle-distill-wheel'
     assert k['dataset_sources'] == [d['id']] and k['kernel_sources'] == [k['id']] == ['someone/kaggle-distill']
-    assert 'machine_shape' not in k and k['enable_gpu'] is True
+    assert k['machine_shape'] == 'NvidiaTeslaT4' and k['enable_gpu'] is True          # two T4s, stated (the client: "GPU T4 x2")
     nb = json.loads((out / 'kernel' / k['code_file']).read_text())
     assert nb == json.loads((REPO / 'kaggle_kernels' / 'distill.ipynb').read_text())   # no --preset: the kernel as shipped
 
@@ -100,3 +105,21 @@ def test_prepare_with_a_preset_pins_it_in_an_injected_parameters_cell(tmp_path):
     assert "preset = 'p100'" in cell['source'] and 'p100: ' in text
     with pytest.raises(Exception, match='unknown preset'): prepare_kaggle('someone', tmp_path / 'x', preset='p1OO', repo=REPO)
     with pytest.raises(Exception, match='not a Kaggle user name'): prepare_kaggle('some one', tmp_path / 'y', repo=REPO)
+
+
+def test_prepare_reads_a_measured_throughput_from_its_output_folder(tmp_path):
+    "A second prepare leaves the fetched output (--out/output) as it is and uses the tokens/s a session measured there (main's folder rules hold)."
+    from kaggle_distill.kaggle import prepare_kaggle
+    out = tmp_path / 'up'
+    prepare_kaggle('someone', out, repo=REPO)
+    run = out / 'output' / 'run'; run.mkdir(parents=True)                  # what `kaggle kernels output ... -p up/output` fetched
+    hw = {'processes': 2, 'device_type': 'cuda', 'device_names': ['Tesla T4', 'Tesla T4'], 'teacher_dtype': 'float16',
+          'student_dtype': 'float32', 'autocast': 'float16', 'tokens_per_s': 6543.0, 'peak_memory_gb': 8.7}
+    cfg = {'teacher': {'name': 'huihui-ai/Huihui-MoE-1.2B-A0.6B'}, 'student': {'name': 'HuggingFaceTB/SmolLM-135M'}, 'data': {'max_length': 384}}
+    (run / 'summary.json').write_text(json.dumps({'status': 'paused', 'config': cfg, 'hardware': hw}))
+    text = prepare_kaggle('someone', out, repo=REPO)
+    assert json.loads((run / 'summary.json').read_text())['hardware'] == hw                 # never touched
+    assert len(list((out / 'dataset').glob('kaggle_distill-*.whl'))) == 1                  # the kernel installs exactly one
+    line = text.split('  t4x2: ')[1].splitlines()[0]
+    assert '6,543 tokens/s' in line and f"measured by the session in {run / 'summary.json'} on 2 x Tesla T4" in line, line
+    assert 'of the fp16 peak' in text.split('  t4: ')[1].splitlines()[0]                   # one T4: not measured, modelled
