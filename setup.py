@@ -22,7 +22,8 @@ setuptools.setup(
     include_package_data=True,
     package_data={'kaggle_distill': ['reference/*.json']},   # the reference pair's configurations (kaggle_distill.models)
     install_requires=cfg['requirements'].split(),
-    extras_require={'dev': cfg['dev_requirements'].split()},
+    extras_require={'dev': cfg['dev_requirements'].split(),
+                    'eval': cfg.get('eval_requirements', '').split()},   # kaggle-distill benchmark: lm-evaluation-harness
     entry_points={
         'console_scripts': cfg['console_scripts'].split(),
         'nbdev': [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"],

@@ -3,6 +3,7 @@
     python bench/kd_vs_lm.py                                   # cpu-demo pair, Shakespeare, 100 steps, seeds 0 1 2
     python bench/kd_vs_lm.py --steps 300 --seeds 0 --arms lm retok
     python bench/kd_vs_lm.py --report a.json b.json            # the tables of saved results (e.g. seeds run in parallel)
+    python bench/kd_vs_lm.py --seeds 0 --arms lm gold --trl-path /tmp/trl_site   # TRL's GOLDTrainer on the same student (docs/bench_peers.md)
 
 Per arm and seed: held-out bits/byte before and after training with a 95 % bootstrap interval over held-out blocks,
 the difference to the LM-only arm of the same seed on the same blocks (paired interval), the share of the
@@ -12,6 +13,15 @@ interval of the per-block paired differences pooled over seeds, and how many see
 
 Equal steps: every arm runs `--steps` optimizer steps. Equal wall time (`--equal-wall ARM`): one more LM-only run
 whose step count is chosen so that it trains as long as ARM did (teacher time included).
+
+Peers (`docs/bench_peers.md`): the `gold*` arms train the same student (same seed, so the same initial weights) on the
+same batches, decoded to text, with TRL 1.16's `GOLDTrainer` itself: its `training_step` (its teacher tokenization and
+forward, its ULD loss, the backward) inside this script's loop of the project's optimizer and schedule
+(`make_optimizer`, handed to GOLD as its `optimizers`) and clipping; then the project's evaluator on the same held-out
+blocks. TRL is a bench-only extra: `pip install --no-deps --target /tmp/trl_site trl==1.16.0 accelerate`, then
+`--trl-path /tmp/trl_site`. The `xtoken` arms are this library's implementation of X-Token (`kaggle_distill.xtoken`).
+`--report` adds "Against other trainers": each peer against the default arm (`DEFAULT_ARM`), seed for seed on the same
+blocks, on all held-out blocks and on the numerals slice (the held-out blocks with the highest share of digits).
 
 Speed: every arm of a seed sees the same batches in the same order (the loader is seeded by the run's seed), so the
 teacher's last hidden states at the aligned pairs are computed once per batch and reused; the logits are recomputed
@@ -44,7 +54,22 @@ ARMS = {  # name -> overrides on top of the preset (and --set)
     'retok_T1': ['loss.kd_method=retok', 'loss.weights.kd=1', *T1, *AUX_OFF],
     'retok_kd_only': ['loss.kd_method=retok', 'loss.weights.lm=0', 'loss.weights.kd=1', *T1, *AUX_OFF],
     'shared_vocab_kd_only': ['loss.kd_method=shared_vocab', 'loss.weights.lm=0', 'loss.weights.kd=1', *T1, *AUX_OFF],
+    'xtoken': ['loss.kd_method=xtoken', 'loss.top_k=8192', *AUX_OFF],        # P-KL on the batch's top 8192 teacher tokens (X-Token's value)
+    'xtoken_full': ['loss.kd_method=xtoken', 'loss.top_k=0', *AUX_OFF],      # P-KL on the whole teacher vocabulary
+    'xtoken_hkl': ['loss.kd_method=xtoken_hkl', 'loss.top_k=8192', *AUX_OFF],
+    'gold': ['loss.weights.kd=0', *AUX_OFF],        # GOLD arms: the student is built as LM only's; GOLDTrainer trains it
+    'gold_hybrid': ['loss.weights.kd=0', *AUX_OFF],
+    'gold_ce': ['loss.weights.kd=0', *AUX_OFF],
 }
+GOLD_ARMS = {  # GOLD arm -> GOLDConfig fields besides its ULD defaults (all: use_uld_loss=True, lmbda=0, float32)
+    'gold': {},                                                   # ULD alone (GOLD's default: no cross-entropy term)
+    'gold_hybrid': {'uld_use_hybrid_loss': True},                 # hybrid ULD, adaptive weights (its default)
+    'gold_ce': {'uld_crossentropy_weight': 1.0},                  # ULD + the student's cross-entropy at weight 1, like LM + KD here
+}
+DEFAULT_ARM = 'retok'   # "the default" of the peer comparison: LM + retok KD, auxiliary terms off: the library default since
+                        # issue 29 (the `default` arm's config; recorded as `default_arm` in the result files)
+TARGET_SEEDS = 3          # the issue's targets are claims over 3 seeds; fewer: the table says how many ran
+PEER_TARGETS = {'gold': 0.05, 'gold_hybrid': 0.05, 'gold_ce': 0.05, 'xtoken': 0.02, 'xtoken_full': 0.02, 'xtoken_hkl': 0.02}
 
 
 def batch_key(b: dict) -> str:
@@ -121,6 +146,17 @@ class TeacherCache:
         return fn
 
 
+def block_digits(batches, s_tok) -> list[int]:
+    "Digit characters in the text of each held-out block, in `evaluate`'s order (batch by batch, row by row)."
+    return [sum(c.isdigit() for c in s_tok.decode(ids[m.bool()].tolist())) for b in batches for ids, m in zip(b['s_ids'], b['s_mask'])]
+
+
+def corpus_record(corpus: str) -> dict:
+    "The corpus as a result records it: the name given, and a file's SHA-256 (two files of one name are told apart)."
+    p = Path(corpus)
+    return {'corpus': corpus, **({'corpus_sha256': hashlib.sha256(p.read_bytes()).hexdigest()} if p.is_file() else {})}
+
+
 def arm_overrides(overrides: list, args, seed: int, steps: int) -> list:
     "The overrides of one arm: seed, steps, data, evaluation blocks, a run folder of the bench's own (never the demo's), CPU."
     root = Path(args.cache_dir or tempfile.gettempdir()) / 'kd_vs_lm_runs'
@@ -133,8 +169,10 @@ def teach_for(overrides: list, args, seed: int, steps: int) -> tuple[Path, float
     seconds its training shards took when they were written (the held-out pass, an evaluation cost, excluded)."""
     from kaggle_distill.config import load_config
     from kaggle_distill.teach import teach
+    from kaggle_distill.teacher_cache import CACHE_FORMAT
     ov = arm_overrides(overrides, args, seed, steps)
-    tag = hashlib.blake2b(json.dumps([args.preset, ov]).encode(), digest_size=6).hexdigest()
+    probe = load_config(args.preset, overrides=ov)            # the teach settings in force (library defaults change)
+    tag = hashlib.blake2b(json.dumps([args.preset, ov, probe.teach.k, probe.teach.exact, CACHE_FORMAT]).encode(), digest_size=6).hexdigest()
     folder = Path(args.cache_dir or tempfile.gettempdir()) / 'teach' / tag
     timing = folder / 'bench_teach_s.json'
     cfg = load_config(args.preset, overrides=[*ov, f'run_dir={folder}', 'train.teacher_cache=auto'])
@@ -164,6 +202,12 @@ def run_arm(name: str, overrides: list, args, cache: TeacherCache, seed: int, st
     tfn = cache.teacher_fn(teacher, ekw['t_prefix'], ekw['t_vocab'])
     ev = lambda: evaluate(teacher, run.student, run.eval_batches, teacher_fn=tfn, **ekw)
     before = ev() if want_before else None
+    common = dict(arm=name, seed=seed, steps=steps, **corpus_record(args.corpus), preset=args.preset, overrides=overrides,
+                  default_arm=DEFAULT_ARM, eval_digits=block_digits(run.eval_batches, run.s_tok))
+    if name in GOLD_ARMS:
+        res = train_gold(name, run, teacher, args, steps)
+        after = ev()
+        return common | res | dict(before=before, after=after, eval_blocks=len(after['blocks']['bytes']), threads=torch.get_num_threads())
     opt, sched = make_optimizer(run.student, run.learnable(), cfg.train)
     scaler = torch.amp.GradScaler('cpu', enabled=False)
     stream = run.train_loader.forever()
@@ -176,20 +220,61 @@ def run_arm(name: str, overrides: list, args, cache: TeacherCache, seed: int, st
     wall = time.perf_counter() - t0 + cache.charged
     cpu = time.process_time() - c0 + cache.charged
     after = ev()
-    out = dict(arm=name, seed=seed, steps=steps, corpus=args.corpus, preset=args.preset, overrides=overrides, wall_s=wall,
-               tokens=tokens, tok_per_s=tokens / wall, skipped=skipped, before=before, after=after, kd_method=cfg.loss.kd_method,
-               eval_blocks=len(after['blocks']['bytes']), cpu_s=cpu)
+    out = common | dict(wall_s=wall, tokens=tokens, tok_per_s=tokens / wall, skipped=skipped, before=before, after=after,
+                        kd_method=cfg.loss.kd_method, eval_blocks=len(after['blocks']['bytes']), cpu_s=cpu, threads=torch.get_num_threads())
     if taught is not None: out.update(teach_s=taught['teach_s'], teach_cpu_s=taught.get('teach_cpu_s'), heldout_s=taught['heldout_s'],
                                       bytes_per_position=taught['bytes_per_position'], teach_k=cfg.teach.k, teach_exact=cfg.teach.exact)
     return out
+
+
+def train_gold(name: str, run, teacher, args, steps: int) -> dict:
+    """Train `run.student` for `steps` optimizer steps with TRL's `GOLDTrainer` (its ULD defaults, off-policy, float32,
+    plus `GOLD_ARMS[name]`) on the batches every arm of the seed sees, decoded to text; the project's optimizer, schedule
+    and clipping. Returns the result fields of the training (the caller evaluates)."""
+    import tempfile, trl
+    from datasets import Dataset
+    from kaggle_distill.trainer import make_optimizer
+    from vs_trl import import_gold, block_texts, gold_batch
+    GOLDConfig, GOLDTrainer, encode_with_byte_offsets, pad_byte_offsets = import_gold(args.trl_path)
+    tc, s_tok, student = run.cfg.train, run.s_tok, run.student
+    if s_tok.pad_token is None: s_tok.pad_token = s_tok.eos_token          # GOLD's batches are padded
+    loss_fields = dict(use_uld_loss=True, lmbda=0.0, **GOLD_ARMS[name])           # the rest of its loss: GOLD's defaults
+    opt, sched = make_optimizer(student, {}, tc)                                # the project's AdamW groups and warm-up + cosine
+    with tempfile.TemporaryDirectory(prefix='gold_') as out:                    # GOLD's output_dir and the teacher tokenizer copy
+        run.t_tok.save_pretrained(Path(out) / 'teacher_tokenizer')             # GOLD loads it by path: no hub access
+        cfg = GOLDConfig(output_dir=out, teacher_tokenizer_name_or_path=str(Path(out) / 'teacher_tokenizer'), report_to=[], use_cpu=True,
+                         bf16=False, fp16=False, max_length=None, logging_steps=10 ** 9, save_strategy='no',
+                         dataset_kwargs={'skip_prepare_dataset': True}, per_device_train_batch_size=tc.batch_size,
+                         gradient_accumulation_steps=tc.grad_accum, learning_rate=tc.lr, max_grad_norm=tc.grad_clip, seed=tc.seed,
+                         **loss_fields)
+        tr = GOLDTrainer(model=student, teacher_model=teacher, args=cfg, processing_class=s_tok, data_collator=lambda x: x,
+                         train_dataset=Dataset.from_dict({'text': ['x']}), optimizers=(opt, sched))   # the dataset is not read
+        assert not getattr(tr.model, 'is_activation_checkpointing', False)    # SFTConfig's checkpointing applies in train() only
+        tr.current_gradient_accumulation_steps = tc.grad_accum               # what Trainer's own loop sets before training_step
+        stream = run.train_loader.forever()
+        t0, tokens, step, skipped, losses = time.perf_counter(), 0, 0, 0, []
+        while step < steps:
+            micro = [next(stream) for _ in range(tc.grad_accum)]
+            tokens_i = sum(int(b['s_mask'].sum()) for b in micro)
+            gb = gold_batch([t for b in micro for t in block_texts(b, s_tok)], s_tok, encode_with_byte_offsets, pad_byte_offsets, run.device)
+            opt.zero_grad(set_to_none=True)
+            loss = sum(float(tr.training_step(tr.model, dict(gb))) for _ in range(tc.grad_accum))  # GOLD fills its buffer on the first
+            norm = torch.nn.utils.clip_grad_norm_(student.parameters(), tc.grad_clip)
+            if not (math.isfinite(loss) and math.isfinite(float(norm))): skipped += 1; continue
+            opt.step(); sched.step(); step += 1; tokens += tokens_i; losses.append(loss)
+        wall = time.perf_counter() - t0
+    return dict(wall_s=wall, tokens=tokens, tok_per_s=tokens / wall, skipped=skipped, kd_method=name,
+                trainer=f'trl {trl.__version__} GOLDTrainer', gold_config=loss_fields, gold_loss=losses)
 
 
 def bpb_of(ev, who='student'): return ev[who]['bpb']
 
 
 def corpus_of(r: dict) -> str:
-    "The corpus a result was trained and evaluated on (files written before this field existed ran on Shakespeare)."
-    return r.get('corpus', 'shakespeare')
+    """The corpus a result was trained and evaluated on: an asset key, or a file's name without folder and suffix (the
+    same corpus made in another folder is the same corpus); files written before this field existed ran on Shakespeare."""
+    c = r.get('corpus', 'shakespeare')
+    return Path(c).stem if Path(c).suffix else c
 
 
 def dedup(results: list[dict]) -> list[dict]:
@@ -261,6 +346,98 @@ def equal_wall_rows(results: list[dict]) -> list[dict]:
                         diff_ci=list(bpb_interval(ref['after']['blocks']['s_nll'], ref['after']['blocks']['bytes'],
                                                   baseline=w['after']['blocks']['s_nll']))))
     return out
+
+
+def numerals_slice(results: list[dict], corpus: str) -> list[int]:
+    """The numerals slice of a corpus's held-out blocks (indices): the eighth of the blocks with the highest share of
+    digit characters in their text (digits / bytes; ties by block order), blocks without a digit left out. Read from
+    any result of the corpus that recorded `eval_digits` (every run of a corpus evaluates the same blocks)."""
+    ref = next((r for r in results if corpus_of(r) == corpus and 'eval_digits' in r), None)
+    if ref is None: return []
+    d, b = ref['eval_digits'], ref['after']['blocks']['bytes']
+    top = sorted(range(len(d)), key=lambda i: (-d[i] / b[i], i))[:max(1, len(d) // 8)]
+    return sorted(i for i in top if d[i] > 0)
+
+
+def _paired(a: dict, b: dict, idx: list[int] | None) -> tuple[list, list, list]:
+    "Per-block NLL of result `a`, of result `b` and the bytes, on blocks `idx` (None: all)."
+    pick = (lambda xs: [xs[i] for i in idx]) if idx is not None else list
+    return pick(a['after']['blocks']['s_nll']), pick(b['after']['blocks']['s_nll']), pick(a['after']['blocks']['bytes'])
+
+
+def _bpb(nll, n_bytes) -> float: return math.fsum(nll) / (math.log(2) * sum(n_bytes))
+
+
+def peer_rows(results: list[dict]) -> list[dict]:
+    """Per (corpus, blocks: all or the numerals slice, peer arm, steps): the default arm (`DEFAULT_ARM`) against the peer,
+    seed for seed on the same blocks (default − peer: negative = the default is better, each seed's interval over
+    blocks), their mean, the interval of the per-block differences pooled over seeds, both against LM only, and
+    whether the issue's target (`PEER_TARGETS`: the default ahead by at least that much on every seed, every interval
+    excluding 0) is met. A row for the default itself carries its own difference to LM only."""
+    from kaggle_distill.evaluate import bpb_interval
+    out = []
+    for corpus in dict.fromkeys(map(corpus_of, results)):
+        rs = [r for r in results if corpus_of(r) == corpus]
+        sl = numerals_slice(rs, corpus)
+        n = len(rs[0]['after']['blocks']['bytes'])
+        for blocks, idx in (('all', None), ('numerals', sl)):
+            if blocks == 'numerals' and not sl: continue
+            for arm, steps in dict.fromkeys((r['arm'], r['steps']) for r in rs if r['arm'] in PEER_TARGETS or r['arm'] == DEFAULT_ARM):
+                seeds, afters, vs_lm, d_all, b_all, l_all, lb_all = [], [], [], [], [], [], []
+                for r in (r for r in rs if (r['arm'], r['steps']) == (arm, steps)):
+                    find = lambda a: next((x for x in rs if (x['arm'], x['seed'], x['steps']) == (a, r['seed'], steps)
+                                           and x['after']['blocks']['bytes'] == r['after']['blocks']['bytes']), None)
+                    lm, dflt = find('lm'), find(DEFAULT_ARM)
+                    if lm is None or dflt is None: continue
+                    p_nll, lm_nll, nb = _paired(r, lm, idx)
+                    d_nll = _paired(dflt, r, idx)[0]
+                    afters.append(_bpb(p_nll, nb)); vs_lm.append(_bpb(p_nll, nb) - _bpb(lm_nll, nb))
+                    l_all += list(np.subtract(p_nll, lm_nll)); lb_all += nb
+                    if arm != DEFAULT_ARM:
+                        seeds.append(dict(seed=r['seed'], diff=_bpb(d_nll, nb) - _bpb(p_nll, nb),
+                                          ci=list(bpb_interval(d_nll, nb, baseline=p_nll))))
+                        d_all += list(np.subtract(d_nll, p_nll)); b_all += nb
+                if not afters: continue
+                row = dict(corpus=corpus, blocks=blocks, n_blocks=n if idx is None else len(idx), arm=arm, steps=steps, seeds=len(afters),
+                           after=float(np.mean(afters)), vs_lm=float(np.mean(vs_lm)), vs_lm_ci=list(bpb_interval(l_all, lb_all)))
+                if seeds:
+                    target = PEER_TARGETS[arm]
+                    row.update(per_seed=seeds, diff=float(np.mean([x['diff'] for x in seeds])), diff_ci=list(bpb_interval(d_all, b_all)),
+                               target=target, met=all(x['diff'] <= -target and x['ci'][1] < 0 for x in seeds))
+                out.append(row)
+    return out
+
+
+def print_peers(results: list[dict], file=sys.stdout):
+    "The 'Against other trainers' table (`peer_rows`), and a line per corpus on its numerals slice."
+    rows = peer_rows(results)
+    if not any('per_seed' in r for r in rows): return
+    p = lambda *a: print(*a, file=file)
+    p(f"\nAgainst other trainers (default = the `{DEFAULT_ARM}` arm, LM + {DEFAULT_ARM} KD with the auxiliary terms off; "
+      "default − peer in bits/byte on the same blocks, negative: the default is better; per seed with its interval over "
+      "blocks; pooled: mean over seeds, interval of the per-block differences pooled over seeds; target: the default ahead "
+      "by at least this on every seed, every interval excluding 0)")
+    p("| corpus | blocks | arm | steps | seeds | after | vs LM only | default − arm, per seed | pooled | target | met |")
+    p("|---|---|---|---|---|---|---|---|---|---|---|")
+    order = lambda r: (r['corpus'], r['blocks'] != 'all', r['steps'], r['arm'] != DEFAULT_ARM, arm_order(r['arm'], r['steps']))
+    for r in sorted(rows, key=order):
+        per = ' / '.join(f"{x['diff']:+.3f} {fmt_ci(x['ci'])}" for x in r.get('per_seed', [])) or '—'
+        pooled_ = f"{r['diff']:+.3f} {fmt_ci(r['diff_ci'])}" if 'diff' in r else '—'
+        tgt, met = (f"≤ −{r['target']:.2f}", 'yes' if r['met'] else 'no') if 'target' in r else ('', '')
+        if met and r['seeds'] < TARGET_SEEDS: met += f" ({r['seeds']} of {TARGET_SEEDS} seeds)"      # not yet the issue's claim
+        name = f"{r['arm']} (default)" if r['arm'] == DEFAULT_ARM else r['arm']
+        p(f"| {r['corpus']} | {r['blocks']} ({r['n_blocks']}) | {name} | {r['steps']} | {r['seeds']} | {r['after']:.3f} | "
+          f"{r['vs_lm']:+.3f} {fmt_ci(r['vs_lm_ci'])} | {per} | {pooled_} | {tgt} | {met} |")
+    for corpus in dict.fromkeys(map(corpus_of, results)):
+        sl = numerals_slice(results, corpus)
+        ref = next((r for r in results if corpus_of(r) == corpus and 'eval_digits' in r), None)
+        if ref is None: continue
+        n = len(ref['eval_digits'])
+        if not sl: p(f"- {corpus}: no held-out block has a digit: no numerals slice"); continue
+        share = [ref['eval_digits'][i] / ref['after']['blocks']['bytes'][i] for i in sl]
+        p(f"- {corpus}: numerals slice = the {len(sl)} of {n} held-out blocks with the highest share of digit characters "
+          f"({min(share):.1%} to {max(share):.1%} of their bytes; all {n} blocks: "
+          f"{sum(ref['eval_digits']) / sum(ref['after']['blocks']['bytes']):.1%})")
 
 
 def lm_curve(results: list[dict], seed: int) -> list[tuple[int, float, float]]:
@@ -363,6 +540,7 @@ def main(argv=None):
     ap.add_argument('--eval-blocks', type=int, default=128, help='held-out blocks evaluated (default 128)')
     ap.add_argument('--equal-wall', default=None, help='also run LM only for as long as this arm trained (equal wall time)')
     ap.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
+    ap.add_argument('--trl-path', default=None, help='gold arms: folder of a separate TRL install (pip install --target); default: the environment')
     ap.add_argument('--cache-dir', default=None, help="keep the teacher's cached outputs here for later runs (keyed by batch content)")
     ap.add_argument('--out', default=None, help='write all results (JSON) here, updated after every arm')
     ap.add_argument('--report', nargs='+', default=None, help='only print the tables of these saved result files')
@@ -373,6 +551,7 @@ def main(argv=None):
         for c in corpora:
             if len(corpora) > 1: print(f"\n## corpus: {c}")
             print_tables([r for r in results if corpus_of(r) == c])
+        print_peers(results)
         return results
     torch.set_num_threads(args.threads)
     arms = {}
@@ -380,6 +559,9 @@ def main(argv=None):
         name, _, extra = a.partition(':')
         if name not in ARMS and not extra: ap.error(f"unknown arm {name!r}; known: {', '.join(ARMS)} (or NAME:key=v,key=v)")
         arms[name] = ARMS.get(name, []) + [x for x in extra.split(',') if x]
+    if set(arms) & set(GOLD_ARMS):                    # refused before any model loads: TRL is a bench-only extra
+        from vs_trl import import_gold
+        if import_gold(args.trl_path) is None: ap.error(f"arms {', '.join(sorted(set(arms) & set(GOLD_ARMS)))} need TRL >= 1.16 (see above)")
     cache, results, t_all = TeacherCache(args.cache_dir), [], time.perf_counter()
     cache.install()
     for seed in args.seeds:

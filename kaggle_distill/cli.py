@@ -37,6 +37,34 @@ def train_status(summary: dict) -> str:
     if 'status' in summary: return summary['status']
     return 'paused' if summary.get('paused') else 'finished'
 
+# %% ../nbs/50_cli.ipynb #b164f636
+def _benchmark_parser(sub):
+    "Add the `benchmark` subcommand to the subparsers `sub`."
+    from kaggle_distill.benchmark import MODELS, DEFAULT_TASKS, EXTRA
+    b = sub.add_parser('benchmark', help='score the trained student, the student before training and the teacher on zero-shot '
+                       'benchmarks (lm-evaluation-harness); write benchmarks.json and the report table',
+                       epilog=f"needs the optional extra: pip install 'kaggle_distill[{EXTRA}]'. Offline, only local task YAML files "
+                       "and datasets already in the datasets cache can run.\n\nexit status: 0 scored (benchmarks.json and report.md "
+                       "written); 2 bad input: arguments, run folder, tasks or their data, one line on stderr saying what and how to "
+                       "fix it, before any model loads; 1 internal error",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument('run_dir', type=Path, help='the run folder (config.json, and student/ once the run finished)')
+    b.add_argument('--tasks', default=None, metavar='T1,T2,...',
+                   help=f"harness task names and paths of local task YAML files (default: {','.join(DEFAULT_TASKS)})")
+    b.add_argument('--limit', type=int, default=None, metavar='N', help='score only the first N documents of each task (a quick look)')
+    b.add_argument('--models', default=None, metavar='M1,M2,...', help=f"which of {','.join(MODELS)} to score (default: all)")
+    b.add_argument('--batch-size', type=int, default=16, metavar='N', help='sequences per forward pass (default 16)')
+    b.add_argument('--device', default='auto', help="auto (a GPU when there is one), cpu, cuda or cuda:N")
+
+def _run_benchmark(args) -> int:
+    "The `benchmark` subcommand: arguments checked, then `kaggle_distill.benchmark.benchmark`."
+    from kaggle_distill.benchmark import benchmark, parse_models, parse_tasks
+    from kaggle_distill.models import progress_quiet
+    benchmark(args.run_dir, parse_tasks(args.tasks), parse_models(args.models), args.limit, args.batch_size, args.device,
+              progress=not progress_quiet())
+    return 0
+
+
 # %% ../nbs/50_cli.ipynb #f66ae5a5
 def _config_args(p: argparse.ArgumentParser, lm_only: bool = False):
     p.add_argument('--preset', default='cpu-demo', help=f"starting point: {', '.join(PRESETS)} (default cpu-demo)")
@@ -74,6 +102,7 @@ def make_parser() -> argparse.ArgumentParser:
     cm.add_argument('run_a', type=Path); cm.add_argument('run_b', type=Path)
     r = sub.add_parser('report', help='write plots and report.md for a run folder')
     r.add_argument('run_dir', type=Path)
+    _benchmark_parser(sub)
     sub.add_parser('prepare-assets', help='convert the offline tokenizers, weights and corpora into the cache once')
     k = sub.add_parser('kaggle', help='Kaggle: build what `kaggle datasets` and `kaggle kernels push` upload')
     ks = k.add_subparsers(dest='kaggle_cmd', required=True)
@@ -124,9 +153,9 @@ def environment_error(e: OSError) -> str | None:
     return f"{(e.strerror or str(e)).lower()}: {where}; {fix}"
 
 def _check_report_dir(run_dir: Path):
-    from kaggle_distill.files import path_problem
+    from kaggle_distill.files import path_problem, shown
     if (why := path_problem(run_dir)) is not None:
-        raise ConfigError(f"report: {str(run_dir)[:80]!r} cannot be used ({why}); give the run_dir of a run")
+        raise ConfigError(f"report: {shown(run_dir)} cannot be used ({why}); give the run_dir of a run")
     if not run_dir.is_dir():
         raise ConfigError(f"report: {str(run_dir)!r} is not a folder; give the run_dir of a run (the folder holding metrics.jsonl)")
     if not (run_dir / 'metrics.jsonl').is_file():
@@ -169,6 +198,7 @@ def main(argv=None) -> int:
                 from kaggle_distill.report import write_report
                 _check_report_dir(args.run_dir)
                 print(write_report(args.run_dir))
+            elif args.cmd == 'benchmark': return _run_benchmark(args)
             elif args.cmd == 'prepare-assets':
                 from kaggle_distill.assets import prepare_assets
                 prepare_assets()

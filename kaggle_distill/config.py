@@ -46,7 +46,7 @@ class Schedule:
 # %% ../nbs/00_config.ipynb #0de1b4e2
 DTYPES = ('auto', 'float32', 'float16', 'bfloat16')
 LOSS_NAMES = ('lm', 'kd', 'feature', 'attention', 'router', 'contrastive', 'routed_feature', 'route_balance')
-KD_METHODS = ('projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'same_tokenizer')
+KD_METHODS = ('projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'same_tokenizer', 'xtoken', 'xtoken_hkl')
 DIVERGENCES = ('forward_kl', 'reverse_kl', 'jsd', 'skew_kl', 'tv')
 
 @dataclass
@@ -137,8 +137,8 @@ class TrainConfig:
 @dataclass
 class TeachConfig:
     "How `kaggle-distill teach` stores the teacher's KD target: sampled targets per aligned position (kaggle_distill.sparse_target)."
-    k: int = fld(16, lo=1, hi=255, doc='targets drawn from the teacher per training position (unbiased; more: less noise, more bytes)')
-    exact: int = fld(0, lo=0, hi=256, doc="the teacher's most probable targets kept exact per training position (the draws then come from the rest)")
+    k: int = fld(12, lo=1, hi=255, doc='targets drawn from the teacher per training position (unbiased; more: less noise, more bytes)')
+    exact: int = fld(4, lo=0, hi=256, doc="the teacher's most probable targets kept exact per training position (the draws then come from the rest)")
     eval_k: int = fld(32, lo=1, hi=255, doc='targets drawn per held-out position (the evaluation reads these)')
     eval_exact: int = fld(32, lo=0, hi=256, doc='targets kept exact per held-out position')
     batch_size: int = fld(0, lo=0, hi=4096, doc="blocks per teacher forward while teaching; 0 = train.batch_size (at most 4,096)")
@@ -365,7 +365,7 @@ PRESETS = {
                  'eval_fraction': 0.05, 'max_docs': 0, 'eval_max_blocks': 64},
         'loss': {'kd_method': 'retok', 'top_k': 0},
         'train': {'steps': 100, 'batch_size': 4, 'lr': 3e-3, 'warmup': 0.1, 'log_every': 5,
-                  'eval_every': 50, 'checkpoint_every': 50, 'device': 'cpu'},
+                  'eval_every': 100, 'checkpoint_every': 50, 'device': 'cpu'},   # evaluated before and after: 2 of 64 blocks each
     },
     'p100': _kaggle_preset({'max_length': 384}, {'batch_size': 4, 'grad_accum': 8, 'device': 'cuda', 'gradient_checkpointing': True}),
     't4': _kaggle_preset({'max_length': 384}, {'batch_size': 4, 'grad_accum': 8, 'device': 'cuda', 'gradient_checkpointing': True}),

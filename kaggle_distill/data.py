@@ -130,11 +130,11 @@ def check_source(source: str, text_column: str = 'text', probe=None) -> None:
     """Refuse, before any work, a `source` that is no hub dataset the hub answers for (`probe`, default `probe_hf_source`),
     no asset corpus and no existing file or folder of known files, a path that cannot be used, a file that cannot be
     read, or Parquet files that are unreadable or lack `text_column` (their footers are read, nothing more)."""
-    from kaggle_distill.files import path_problem
+    from kaggle_distill.files import path_problem, shown
     if source.startswith('hf:'): parse_hf_source(source); (probe or probe_hf_source)(source); return
     if source in _asset_corpora(): return
     if (why := path_problem(Path(source).expanduser())) is not None:
-        raise DataError(f"data source {source[:80]!r} cannot be used ({why}); give a {'/'.join(SUFFIXES)} file or a folder of them")
+        raise DataError(f"data source {shown(source)} cannot be used ({why}); give a {'/'.join(SUFFIXES)} file or a folder of them")
     if not Path(source).expanduser().exists(): raise _no_source(source)
     for f in local_files(source):
         try: open(f, 'rb').close()

@@ -292,13 +292,14 @@ def stored_agreement(s_lg: Tensor, at: tuple[Tensor, Tensor], st: StoredTeacher,
                      confident: float = 0.5) -> tuple[int, float, float, int, int]:
     "Top-1 matches, summed top-5 overlap, summed kd_shared, confident rows and confident hits of the student's prefixed logits `s_lg` against a stored teacher."
     from kaggle_distill.sparse_target import sparse_kl_rows
-    s_P = s_lg[at]
-    c = s_P[:, shared[0].to(s_P.device)].float() if shared is not None else s_P[:, :s_vocab or s_P.shape[-1]].float()
-    top5, am, tp = (x.to(s_P.device) for x in (st.top5, st.argmax, st.top_p))
+    dev, (B, L, V) = s_lg.device, s_lg.shape           # the aligned rows, then their shared columns (contiguous copies)
+    s_P = s_lg.reshape(B * L, V).index_select(0, at[0] * L + at[1])
+    c = (s_P.index_select(1, shared[0].to(dev)) if shared is not None else s_P[:, :s_vocab or V]).float()
+    top5, am, tp = (x.to(dev) for x in (st.top5, st.argmax, st.top_p))
     s_am = c.argmax(-1)
     k = top5.shape[-1]
     overlap = (c.topk(k, -1).indices[:, :, None] == top5[:, None, :]).any(-1).sum(-1).double() / k
-    kl = sparse_kl_rows(s_lg, at, st.shared.to(s_P.device), st.space.to(s_P.device), 1.0)
+    kl = sparse_kl_rows(s_lg, at, st.shared.to(dev), st.space.to(dev), 1.0)
     conf = tp >= confident
     return int((s_am == am).sum()), float(overlap.sum()), float(kl.double().sum()), int(conf.sum()), int((conf & (s_am == am)).sum())
 
@@ -338,11 +339,12 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
             for key, rs, n in (('t', t_rows, t_n), ('s', s_rows, s_n)):
                 rows[f'{key}_nll'] += rs; acc[f'{key}_nll'] += math.fsum(rs); acc[f'{key}_n'] += n
             pb = b['pair_b'].to(s_lg.device)
-            s_P = s_lg[pb, b['pair_s'].to(s_lg.device) + (s_prefix is not None)]
+            s_P = None
             if len(pb) and t_P is None:                 # the teacher's side as stored
                 h1, hk, kl, c, ch = stored_agreement(s_lg, (pb, b['pair_s'].to(s_lg.device) + (s_prefix is not None)), t, shared, s_vocab, confident)
                 acc['top1'] += h1; acc['topk'] += hk; acc['kl'] += kl; acc['conf'] += c; acc['conf_hit'] += ch
             elif len(pb):
+                s_P = s_lg[pb, b['pair_s'].to(s_lg.device) + (s_prefix is not None)]
                 h1, hk = agreement_counts(*common_space(s_P, t_P, shared, s_vocab, t_vocab), k=5)
                 ag = agreement_rows(s_P, t_P, shared, s_vocab, t_vocab, confident)
                 acc['top1'] += h1; acc['topk'] += hk; acc['kl'] += float(ag['kl'].double().sum())

@@ -8,7 +8,7 @@ import contextlib, errno, os, shutil, signal, threading
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DISK_FULL_ERRNOS', 'DiskFull', 'disk_full', 'atomic_path', 'write_atomic', 'path_problem', 'Interrupted',
+__all__ = ['DISK_FULL_ERRNOS', 'DiskFull', 'disk_full', 'atomic_path', 'write_atomic', 'path_problem', 'shown', 'Interrupted',
            'interrupt_guard']
 
 # %% ../nbs/00_files.ipynb #431eeec2
@@ -84,6 +84,12 @@ def path_problem(path) -> str | None:
     except ValueError: return 'contains a NUL character'
     except OSError as e: return (e.strerror or str(e)).lower()
     return None
+
+# %% ../nbs/00_files.ipynb #shownco265
+def shown(text, n: int = 80) -> str:
+    "`text` quoted as `repr` does, cut at `n` characters with the cut marked (`'/tmp/aaa'… (300 characters)`)."
+    text = str(text)
+    return repr(text) if len(text) <= n else f"{text[:n]!r}… ({len(text)} characters)"
 
 # %% ../nbs/00_files.ipynb #ece17717
 class Interrupted(KeyboardInterrupt):

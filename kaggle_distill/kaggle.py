@@ -9,13 +9,14 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['TORCH_CU126_INDEX', 'P100_TORCH_SPEC', 'TORCH_COMPANIONS', 'HUB_TIMEOUT_S', 'MACHINE_SHAPES', 'DEFAULT_MACHINE_SHAPE',
-           'KERNEL_TITLE', 'DATASET_TITLE', 'KERNEL_FILE', 'SETUP_ESTIMATE_S', 'GPU_OF_PRESET', 'PREPARE_MARKER',
-           'PREPARE_WRITER', 'PREPARE_KEEP', 'PREPARE_FIX', 'arch_supported', 'probe_torch', 'torch_install_commands',
-           'ensure_gpu_torch', 'KaggleSetupError', 'describe_device', 'preset_for_device', 'choose_preset',
-           'kaggle_root', 'session_overrides', 'train_command', 'processes_for', 'run_logged', 'session_outcome',
-           'launched_status', 'inject_parameters', 'hub_ids', 'check_hub_ids', 'git_version', 'build_wheel', 'slugify',
-           'dataset_metadata', 'kernel_metadata', 'validate_kernel_metadata', 'measured_throughput', 'session_estimate',
-           'read_prepare_marker', 'check_prepare_out', 'write_prepared', 'kaggle_checkout', 'prepare_kaggle']
+           'KERNEL_TITLE', 'DATASET_TITLE', 'KERNEL_FILE', 'SETUP_ESTIMATE_S', 'GPU_OF_PRESET', 'TEACHER_TERMS',
+           'PREPARE_MARKER', 'PREPARE_WRITER', 'PREPARE_KEEP', 'PREPARE_FIX', 'arch_supported', 'probe_torch',
+           'torch_install_commands', 'ensure_gpu_torch', 'KaggleSetupError', 'describe_device', 'preset_for_device',
+           'choose_preset', 'kaggle_root', 'session_overrides', 'train_command', 'processes_for', 'run_logged',
+           'session_outcome', 'launched_status', 'inject_parameters', 'hub_ids', 'check_hub_ids', 'git_version',
+           'build_wheel', 'slugify', 'dataset_metadata', 'kernel_metadata', 'validate_kernel_metadata',
+           'measured_throughput', 'session_estimate', 'sessions_for', 'teach_plan', 'read_prepare_marker',
+           'check_prepare_out', 'write_prepared', 'kaggle_checkout', 'prepare_kaggle']
 
 # %% ../nbs/40_kaggle.ipynb #d62e5260
 def arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
@@ -111,11 +112,13 @@ def session_overrides(root=None) -> list[str]:
     root = Path(root or kaggle_root())
     return [f"run_dir={root / 'working' / 'run'}", f"train.resume_from={json.dumps([str(root / 'input')])}"]
 
-def train_command(preset: str, overrides=(), config_files=(), root=None, python: str = sys.executable, nproc: int = 1) -> list[str]:
-    """The `kaggle-distill train` command of a Kaggle session: the preset relocated to `root`, then the user's settings;
-    with `nproc` > 1 launched by torchrun, one process per GPU."""
+def train_command(preset: str, overrides=(), config_files=(), root=None, python: str = sys.executable, nproc: int = 1,
+                  cmd: str = 'train') -> list[str]:
+    """The `kaggle-distill train` (or `cmd='teach'`) command of a Kaggle session: the preset relocated to `root`, then the
+    user's settings; with `nproc` > 1 launched by torchrun, one process per GPU (teach: the processes split the shards)."""
+    if cmd not in ('train', 'teach'): raise ValueError(f"cmd must be 'train' or 'teach', not {cmd!r}")
     launch = [] if nproc == 1 else ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}']
-    return [python, *launch, '-m', 'kaggle_distill.cli', 'train', '--preset', preset,
+    return [python, *launch, '-m', 'kaggle_distill.cli', cmd, '--preset', preset,
             *[a for f in config_files for a in ('--config', str(f))], *session_overrides(root), *overrides]
 
 def processes_for(cfg, info: dict) -> int:
@@ -129,21 +132,24 @@ def run_logged(cmd: list[str], env=None) -> int:
     return p.wait()
 
 # %% ../nbs/40_kaggle.ipynb #dc149541
-def session_outcome(rc: int) -> str:
-    "What a session's exit status means: a message for 0 (finished) and 3 (paused); `KaggleSetupError` otherwise."
+def session_outcome(rc: int, cmd: str = 'train') -> str:
+    """What the exit status of a session's last command (`cmd`: 'train' or 'teach') means: a message for 0 (finished)
+    and 3 (paused); `KaggleSetupError` otherwise."""
     from kaggle_distill.config import EXIT_CODES
     meaning = {v: k for k, v in EXIT_CODES.items()}.get(rc, 'internal error')
+    again = "Resume: run this kernel again with its own output as an input (kernel_sources; `kaggle kernels push`)."
     if rc == EXIT_CODES['finished']: return 'finished: the report above is the final one'
-    if rc == EXIT_CODES['paused']:
-        return ("paused on the session's time budget, with a checkpoint in working/run. Resume: run this kernel "
-                "again with its own output as an input (kernel_sources; `kaggle kernels push`).")
-    raise KaggleSetupError(f"training ended with exit status {rc} ({meaning}); see the log above")
+    if rc == EXIT_CODES['paused'] and cmd == 'teach':
+        return f"the teach pass paused on the session's time budget, its finished shards in working/run/teacher_cache. {again}"
+    if rc == EXIT_CODES['paused']: return f"paused on the session's time budget, with a checkpoint in working/run. {again}"
+    raise KaggleSetupError(f"{'the teach pass' if cmd == 'teach' else 'training'} ended with exit status {rc} ({meaning}); see the log above")
 
 # %% ../nbs/40_kaggle.ipynb #cd1becf7
-def launched_status(rc: int, run_dir, since: float, nproc: int) -> int:
-    "The exit status of a session's training: `rc`, or after a torchrun launch (`nproc` > 1) the status of a `summary.json` written since `since`."
+def launched_status(rc: int, run_dir, since: float, nproc: int, record: str = 'summary.json') -> int:
+    """The exit status of a session's training: `rc`, or after a torchrun launch (`nproc` > 1) the status of the
+    `record` (`summary.json` of train, `teach.json` of teach) written since `since`."""
     from kaggle_distill.config import EXIT_CODES
-    p = Path(run_dir) / 'summary.json'
+    p = Path(run_dir) / record
     if nproc == 1 or rc == 0 or not p.exists() or p.stat().st_mtime < since: return rc
     try: status = json.loads(p.read_text()).get('status')
     except (OSError, ValueError): return rc
@@ -370,6 +376,44 @@ def session_estimate(cfg, gpu: str, tokens_per_s: float | None = None, measured_
                     f"at {tokens_per_s:,.0f} tokens/s on {gpu} ({how}) that is {train_s / 3600:.1f} h of training: "
                     f"{sessions} session(s) of {budget / 3600:g} h (an estimate; metrics.jsonl logs the real tok_per_s)"}
 
+# %% ../nbs/40_kaggle.ipynb #teachplanex
+TEACHER_TERMS = {'flops': ('teacher forward', 'teacher head at the pairs'), 'bytes': ('teacher logits at the pairs',)}
+
+def sessions_for(hours: list[float], budget_s: float) -> list[int]:
+    "Sessions spent on consecutive passes of `hours` (each starting where the last ended), each session paying its setup: the session count at which each pass ends."
+    first, later = budget_s - SETUP_ESTIMATE_S['first'], budget_s - SETUP_ESTIMATE_S['later']
+    ends, n, left = [], 1, first
+    for h in hours:
+        need = h * 3600
+        while need > left: need -= left; n += 1; left = later
+        left -= need; ends.append(n)
+    return ends
+
+def teach_plan(cfg, gpu: str) -> dict:
+    """The modelled sessions of a teach-then-train run of `cfg` on `gpu`: the teach pass costs the teacher's share of
+    the online step model, training from the cache the rest. A dict with the hours, the session each pass ends in, and a text."""
+    from kaggle_distill.budget import TEACHER_PER_STUDENT, StepShapes, model_dicts, throughput_model
+    from kaggle_distill.models import count_parameters
+    try: th = throughput_model(cfg, gpu)
+    except ValueError as e: return {'gpu': gpu, 'sessions': None, 'text': f'no plan on {gpu}: {e}'}
+    dev, cost = th['device'], th['cost']
+    teacher, _ = model_dicts(cfg)
+    flop_s, byte_s = dev.fp16_tflops * 1e12 * dev.matmul_eff, dev.bandwidth_gbs * 1e9 * dev.bandwidth_eff
+    t_time = (sum(cost['flops'][k] for k in TEACHER_TERMS['flops']) / flop_s
+              + (sum(cost['bytes'][k] for k in TEACHER_TERMS['bytes']) + 2 * count_parameters(teacher)) / byte_s)
+    all_time = sum(cost['flops'].values()) / flop_s + sum(cost['bytes'].values()) / byte_s
+    share = t_time / all_time
+    tc = cfg.train
+    online_h = tc.steps * tc.batch_size * tc.grad_accum * cfg.data.max_length / th['tokens_per_s'] / 3600
+    teach_h, train_h = online_h * share, online_h * (1 - share)
+    budget = tc.time_budget_s or 12 * 3600
+    t_end, r_end = sessions_for([teach_h, train_h], budget)
+    return {'gpu': gpu, 'teacher_share': share, 'teach_hours': round(teach_h, 1), 'train_hours': round(train_h, 1),
+            'online_hours': round(online_h, 1), 'teach_ends_in': t_end, 'sessions': r_end,
+            'text': f"teach once ({teach_h:.1f} h, ending in session {t_end}), then train from the cache ({train_h:.1f} h): "
+                    f"{r_end} session(s) in all, against {online_h:.1f} h of online KD (a modelled estimate: the teacher is "
+                    f"{share:.0%} of an online step)"}
+
 # %% ../nbs/40_kaggle.ipynb #79df6948
 PREPARE_MARKER = '.kaggle-distill-prepare.json'    # in --out: what `kaggle prepare` wrote there
 PREPARE_WRITER = 'kaggle-distill kaggle prepare'
@@ -513,7 +557,8 @@ def prepare_kaggle(user: str, out='kaggle_upload', preset: str | None = None, re
         write_prepared(out, {f'{d.name}/{f.name}': f for d in (ds, kd) for f in sorted(d.iterdir())}, old)
     ds, kd, wheel = out / 'dataset', out / 'kernel', out / 'dataset' / wheel.name
     gpus = [preset] if preset in GPU_OF_PRESET else list(GPU_OF_PRESET) if not preset else []
-    est = [f"  {g}: " + session_estimate(load_config(g), g, measured_in=out / PREPARE_KEEP)['text'] for g in gpus]
+    est = [line for g in gpus for line in (f"  {g}: " + session_estimate(load_config(g), g, measured_in=out / PREPARE_KEEP)['text'],
+                                            f"  {g}, as the kernel runs it: " + teach_plan(load_config(g), g)['text'])]
     slug = kmeta['id'].split('/')[1]
     return '\n'.join([
         f"wheel: {wheel} (version {wheel.name.split('-')[1]})",

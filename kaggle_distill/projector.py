@@ -13,8 +13,8 @@ from .alignment import byte_level_alphabet
 from .divergence import divergence
 
 # %% auto #0
-__all__ = ['INITS', 'tokenizer_family', 'token_bytes', 'shared_token_pairs', 'Projector', 'head_map', 'calibrated_map',
-           'fit_logit_scale', 'init_projector', 'shared_kl']
+__all__ = ['INITS', 'tokenizer_family', 'token_bytes', 'shared_token_pairs', 'spell', 'first_tokens', 'Projector', 'head_map',
+           'calibrated_map', 'fit_logit_scale', 'init_projector', 'shared_kl']
 
 # %% ../nbs/10_projector.ipynb #b457311a
 _TOKEN_BYTES = weakref.WeakKeyDictionary()
@@ -59,6 +59,25 @@ def shared_token_pairs(student_tok, teacher_tok) -> tuple[Tensor, Tensor]:
         raise ValueError("the two vocabularies share no token; the projector cannot be grounded "
                          "(use projector_init='normal' or another KD method)")
     return torch.tensor(s_idx), torch.tensor(t_idx)
+
+# %% ../nbs/10_projector.ipynb #3e3b758d
+def spell(texts: list[bytes], tok) -> list[list[int]]:
+    "The ids `tok` spells each byte string with (its full tokenizer when the bytes are UTF-8, else its BPE model on the byte-level alphabet); [] for b''."
+    out, idx, strs = [[] for _ in texts], [], []
+    inv = {b: c for c, b in byte_level_alphabet().items()}
+    model = tok.backend_tokenizer.model
+    for i, b in enumerate(texts):
+        if not b: continue
+        try: strs.append(b.decode('utf-8')); idx.append(i)
+        except UnicodeDecodeError:
+            out[i] = [t.id for t in model.tokenize(''.join(inv[x] for x in b))]
+    for i, enc in zip(idx, tok.backend_tokenizer.encode_batch(strs, add_special_tokens=False)):
+        out[i] = list(enc.ids)
+    return out
+
+def first_tokens(texts: list[bytes], tok) -> list[int | None]:
+    "Id of the first token `tok` spells each byte string with (`spell`); None for b''."
+    return [ids[0] if ids else None for ids in spell(texts, tok)]
 
 # %% ../nbs/10_projector.ipynb #4d5cce12
 class Projector(nn.Module):

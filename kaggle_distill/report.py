@@ -13,10 +13,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
 # %% auto #0
-__all__ = ['STEP_LABEL', 'MARKERS_UP_TO', 'TABLE_ROWS', 'TABLE_COLS', 'TIME_PHASES', 'PLOTS', 'read_metrics', 'series',
-           'components', 'plot_losses', 'plot_curriculum', 'plot_lr', 'plot_grad_norm', 'plot_throughput', 'plot_eval',
-           'routing_evals', 'plot_router', 'fmt', 'table_columns', 'summary_table', 'gap_closed', 'time_split_lines',
-           'run_facts', 'status_line', 'write_report', 'compare_runs', 'compare_text']
+__all__ = ['STEP_LABEL', 'MARKERS_UP_TO', 'TABLE_ROWS', 'TABLE_COLS', 'TIME_PHASES', 'BENCH_COLS', 'PERCENT_METRICS', 'PLOTS',
+           'read_metrics', 'series', 'components', 'plot_losses', 'plot_curriculum', 'plot_lr', 'plot_grad_norm',
+           'plot_throughput', 'plot_eval', 'routing_evals', 'plot_router', 'fmt', 'table_columns', 'summary_table',
+           'gap_closed', 'time_split_lines', 'run_facts', 'bench_figure', 'benchmark_table', 'benchmark_section',
+           'status_line', 'write_report', 'compare_runs', 'compare_text']
 
 # %% ../nbs/31_report.ipynb #8c9d3322
 def read_metrics(path: Path | str) -> tuple[list[dict], list[dict], list[str]]:
@@ -278,6 +279,48 @@ def run_facts(train: list[dict], summary: dict) -> list[str]:
                                           for k, v in summary['data'].items() if isinstance(v, (int, float, str))))
     return out
 
+# %% ../nbs/31_report.ipynb #977b227d
+BENCH_COLS = (('teacher', 'teacher'), ('student_before', 'student before'), ('student', 'student after'))
+PERCENT_METRICS = ('acc', 'acc_norm', 'exact_match')   # fractions of documents: shown in %
+_BENCH_COUNTS = ('samples', 'samples_total')
+
+def bench_figure(value, stderr, metric: str) -> str:
+    "One benchmark figure and its standard error: '41.2 ± 0.5' (%) for accuracies, `fmt` for any other metric."
+    if value is None: return '—'
+    show = (lambda x: f'{100 * float(x):.1f}') if metric in PERCENT_METRICS else fmt
+    return show(value) + ('' if stderr is None else f' ± {show(stderr)}')
+
+def _count(r: dict) -> str:
+    n, total = r.get('samples'), r.get('samples_total')
+    if n is None: return '?'
+    return f'{n} of {total}' if total is not None and total > n else str(n)
+
+def benchmark_table(bench: dict) -> str:
+    "Markdown table of `benchmarks.json`: one row per task and metric, one column per model (teacher, before, after)."
+    cols = [(k, h) for k, h in BENCH_COLS if k in bench] + [(k, k) for k in bench if k not in dict(BENCH_COLS)]
+    lines = ['| task | metric | n | ' + ' | '.join(h for _, h in cols) + ' |', '|---|---|---:|' + '---:|' * len(cols)]
+    for task in dict.fromkeys(t for k, _ in cols for t in bench[k]):
+        rows = [bench[k].get(task) or {} for k, _ in cols]
+        counts = {_count(r) for r in rows if r}
+        n = counts.pop() if len(counts) == 1 else None         # one count for the row, else each cell says its own
+        for m in dict.fromkeys(m for r in rows for m in r if not m.endswith('_stderr') and m not in _BENCH_COUNTS):
+            cells = [bench_figure(r.get(m), r.get(f'{m}_stderr'), m) + ('' if n or not r else f' (n={_count(r)})') for r in rows]
+            lines.append(f"| {task} | {m} | {n or '—'} | " + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+def benchmark_section(run_dir: Path | str, notes: list) -> list[str]:
+    "The report's lines for `run_dir/benchmarks.json` (none when it is absent; a note in `notes` when it is unreadable)."
+    p = Path(run_dir) / 'benchmarks.json'
+    if not p.exists(): return []
+    try: bench = json.loads(p.read_text())
+    except (OSError, ValueError) as e: notes.append(f'benchmarks.json is unreadable ({e}); benchmarks not shown'); return []
+    if not bench: return []
+    return ['## Benchmarks', '',
+            'Zero-shot scores from lm-evaluation-harness (`kaggle-distill benchmark`): accuracies in %, each ± one standard '
+            'error; n is the number of documents scored (`k of N`: `--limit` scored the first k only). The teacher and the '
+            'student before training are measured here with the same harness and prompts, not copied from model cards.', '',
+            benchmark_table(bench), '']
+
 # %% ../nbs/31_report.ipynb #daa8bdac
 PLOTS = {'loss_components': plot_losses, 'curriculum': plot_curriculum, 'learning_rate': plot_lr,
          'grad_norm': plot_grad_norm, 'throughput': plot_throughput}
@@ -321,6 +364,7 @@ def write_report(run_dir: Path | str) -> Path:
             md += [f'Training closed **{gc:.1%}** of the bits-per-byte gap between the untrained student and the teacher.', '']
         md += ['Bits per byte compare models with different tokenizers; perplexity and NLL are per token of each '
                "model's own tokenizer. Agreement is measured on aligned positions over the tokens both vocabularies share.", '']
+    md += benchmark_section(run_dir, notes)           # `kaggle-distill benchmark`'s table, when it has run
     md += ['## Run', '', *run_facts(train, summary or {}), '']
     if notes: md += ['## Notes', '', *[f'- {n}' for n in notes], '']
     md += ['## Curves', '', *[f'![{n}](plots/{n}.png)' for n in made], '']

@@ -11,35 +11,15 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
-from .alignment import byte_level_alphabet
-from .projector import token_bytes, shared_token_pairs
+from .projector import token_bytes, shared_token_pairs, spell, first_tokens
 from .divergence import ROW_DIVERGENCES, TEMPERATURE_POWER, topk_tail
 from .kd import KD, SameTokenizerKD, SharedVocabKD, ULDKD, HybridKD, make_projector_kd, same_vocabulary
+from .xtoken import make_xtoken_kd
 
 # %% auto #0
-__all__ = ['spell', 'first_tokens', 'RetokMap', 'retok_cache_dir', 'save_retok_map', 'load_retok_map', 'retok_map',
-           'coverage_report', 'group_log_probs', 'cell_log_probs', 'frozen_cell_log_probs', 'teacher_target',
-           'Observed', 'observed_next', 'continuation_log_probs', 'end_log_probs', 'RetokKD', 'make_retok_kd',
-           'make_kd']
-
-# %% ../nbs/15_retokenize.ipynb #3e3b758d
-def spell(texts: list[bytes], tok) -> list[list[int]]:
-    "The ids `tok` spells each byte string with (its full tokenizer when the bytes are UTF-8, else its BPE model on the byte-level alphabet); [] for b''."
-    out, idx, strs = [[] for _ in texts], [], []
-    inv = {b: c for c, b in byte_level_alphabet().items()}
-    model = tok.backend_tokenizer.model
-    for i, b in enumerate(texts):
-        if not b: continue
-        try: strs.append(b.decode('utf-8')); idx.append(i)
-        except UnicodeDecodeError:
-            out[i] = [t.id for t in model.tokenize(''.join(inv[x] for x in b))]
-    for i, enc in zip(idx, tok.backend_tokenizer.encode_batch(strs, add_special_tokens=False)):
-        out[i] = list(enc.ids)
-    return out
-
-def first_tokens(texts: list[bytes], tok) -> list[int | None]:
-    "Id of the first token `tok` spells each byte string with (`spell`); None for b''."
-    return [ids[0] if ids else None for ids in spell(texts, tok)]
+__all__ = ['RetokMap', 'retok_cache_dir', 'save_retok_map', 'load_retok_map', 'retok_map', 'coverage_report', 'group_log_probs',
+           'cell_log_probs', 'frozen_cell_log_probs', 'teacher_target', 'Observed', 'observed_next',
+           'continuation_log_probs', 'end_log_probs', 'RetokKD', 'make_retok_kd', 'make_kd']
 
 # %% ../nbs/15_retokenize.ipynb #69fdd80f
 @dataclass
@@ -443,4 +423,5 @@ def make_kd(cfg_loss, student_tok, teacher_tok, student_model=None, teacher_mode
         raise ValueError(f"loss.sample_k={cfg_loss.sample_k} works with kd_method 'same_tokenizer' or 'shared_vocab', not {m!r}; set loss.sample_k=0")
     if m == 'projector': return make_projector_kd(cfg_loss, student_tok, teacher_tok, student_model, teacher_model)
     if m == 'retok': return make_retok_kd(cfg_loss, student_tok, teacher_tok)
-    raise ValueError(f"unknown kd_method {m!r}; use one of 'projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'same_tokenizer'")
+    if m in ('xtoken', 'xtoken_hkl'): return make_xtoken_kd(cfg_loss, student_tok, teacher_tok)
+    raise ValueError(f"unknown kd_method {m!r}; use one of 'projector', 'shared_vocab', 'uld', 'hybrid', 'retok', 'xtoken', 'xtoken_hkl', 'same_tokenizer'")

@@ -77,10 +77,10 @@ def _shown(diff: list[str]) -> str:
 def check_writable(folder: Path, what: str = 'run_dir'):
     "Refuse a `folder` that is a file or cannot be written (probed in it or its nearest existing parent; nothing is left)."
     import tempfile
-    from kaggle_distill.files import path_problem
+    from kaggle_distill.files import path_problem, shown
     folder = Path(folder)
     if (why := path_problem(folder)) is not None:
-        raise ConfigError(f"{what} {str(folder)[:80]!r} cannot be used ({why}); give a folder path, e.g. {what}=runs/my-run")
+        raise ConfigError(f"{what} {shown(folder)} cannot be used ({why}); give a folder path, e.g. {what}=runs/my-run")
     base = next(p for p in (folder, *folder.parents) if os.path.lexists(p))
     if not base.is_dir():
         raise ConfigError(f"{what} {str(folder)!r}: {str(base)!r} is a file, not a folder; give a folder path, e.g. {what}=runs/my-run")
@@ -105,6 +105,7 @@ def _hub_available(name: str) -> bool:
 def check_models_available(cfg: Config):
     "Every model and tokenizer of `cfg` must be an asset of the right kind, an existing folder, or a hub id cached or reachable."
     from kaggle_distill.assets import ASSETS, resolve_source
+    from kaggle_distill.files import shown
     from kaggle_distill.models import ARCHITECTURES
     for role in ('teacher', 'student'):
         spec = getattr(cfg, role)
@@ -117,7 +118,7 @@ def check_models_available(cfg: Config):
                 raise ConfigError(f"{key}={name!r} looks like a local path but is not a folder; give the folder holding the "
                                   f"saved {kind}, or an asset key ({', '.join(assets)})") from None
             except OSError as e:
-                raise ConfigError(f"{key}={name[:80]!r} cannot be used ({(e.strerror or str(e)).lower()}); give the folder "
+                raise ConfigError(f"{key}={shown(name)} cannot be used ({(e.strerror or str(e)).lower()}); give the folder "
                                   f"holding the saved {kind}, or an asset key ({', '.join(assets)})") from None
             if where == 'asset' and ASSETS[name].kind != kind:
                 raise ConfigError(f"{key}={name!r} is a {ASSETS[name].kind} asset, not a {kind}; use one of {', '.join(assets)}")
@@ -159,10 +160,10 @@ def check_run_dir(cfg: Config):
 # %% ../nbs/19_rundir.ipynb #540618a2
 def check_resume_from(cfg: Config):
     "Every `train.resume_from` folder must exist (a typo would quietly restart the run from step 0)."
-    from kaggle_distill.files import path_problem
+    from kaggle_distill.files import path_problem, shown
     for p in cfg.train.resume_from:
         if (why := path_problem(p)) is not None:
-            raise ConfigError(f"train.resume_from: {str(p)[:80]!r} cannot be used ({why}); give folders that exist, or drop it")
+            raise ConfigError(f"train.resume_from: {shown(p)} cannot be used ({why}); give folders that exist, or drop it")
     missing = [p for p in cfg.train.resume_from if not Path(p).exists()]
     if missing:
         raise ConfigError(f"train.resume_from: {', '.join(map(repr, missing))} does not exist; give folders that exist "

@@ -163,8 +163,9 @@ def sparse_kl_rows(s_logits: Tensor, at: tuple[Tensor, Tensor], target: SparseTa
         dense = tg == space.rest
         if bool((~dense).any()): logz[~dense] = _member_lse(flat, base[r[~dense]], tg[~dense], space, V, T)
         if bool(dense.any()):                                      # the rest target: all tokens of no other target
-            zr = s_logits.reshape(B * L, V)[base[r[dense]]][:, :space.n_s].float() / T
-            lr = zr.masked_fill(space.s_of != space.rest, float('-inf')).logsumexp(-1)
+            others = space.s_tok[space.s_ptr[space.rest]:space.s_ptr[space.rest + 1]]     # the rest's members only
+            zr = s_logits.reshape(B * L, V).index_select(0, base[r[dense]]).index_select(1, others).float()
+            lr = (zr if T == 1 else zr / T).logsumexp(-1)
             logz[dense] = torch.maximum(lr, lse[r[dense]] + math.log(torch.finfo(torch.float32).tiny))   # an empty rest: log(tiny), as bucket_log_probs
         ce = torch.zeros(len(pb), device=s_logits.device).index_add(0, r, target.w[r, j] * (lse[r] - logz))
         rows = target.negent + ce

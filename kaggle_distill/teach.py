@@ -270,8 +270,13 @@ def _teach(cfg: Config, progress: bool, t_session: float) -> dict:
     with main_first(): s_tok, t_tok, train_blocks, eval_blocks, stats = load_run_data(cfg)
     device = resolve_device(tc.device)
     policy = dtype_policy(device)
-    probe = [next(iter(make_loader(eval_blocks, tc.batch_size, s_tok, t_tok, shuffle=False)))]   # the first held-out batch, as train checks it
-    teacher, t_check = load_teacher(cfg, t_tok, device, probe, policy.autocast)   # fp16 overflow: float32 where it overflows (logged)
+    loaded = []
+    def the_teacher():
+        "The teacher, loaded the first time a block or the held-out side needs it (a complete cache never loads it), its fp16 checked on the first held-out batch as train checks it."
+        if not loaded:
+            probe = [next(iter(make_loader(eval_blocks, tc.batch_size, s_tok, t_tok, shuffle=False)))]
+            loaded.append(load_teacher(cfg, t_tok, device, probe, policy.autocast))   # fp16 overflow: float32 where it overflows (logged)
+        return loaded[0][0]
     space = method_space(cfg.loss.kd_method, s_tok, t_tok)
     kd = make_retok_kd(cfg.loss, s_tok, t_tok).to(device) if cfg.loss.kd_method == 'retok' else None
     key, root = train_key(cfg, stats['cache_key']), run_dir / 'teacher_cache'
@@ -300,7 +305,7 @@ def _teach(cfg: Config, progress: bool, t_session: float) -> dict:
             for b in loader:
                 if paused := stop.should_stop(): break
                 b['block'] = torch.as_tensor(plan[j])[b['block']]           # the subset's indices -> the training blocks'
-                tg, c, m = batch_targets(teacher, b, space, T, ex, k, tc.seed, len(t_tok), kd, policy.autocast)
+                tg, c, m = batch_targets(the_teacher(), b, space, T, ex, k, tc.seed, len(t_tok), kd, policy.autocast)
                 recs.append(to_records(tg, c, m, ex, k, space.id_dtype))
                 rows += [int((b['pair_b'] == i).sum()) for i in range(len(b['block']))]
                 bar.update(len(b['block']))
@@ -316,7 +321,8 @@ def _teach(cfg: Config, progress: bool, t_session: float) -> dict:
         th, ch = time.time(), time.process_time()
         from kaggle_distill.data import make_loader as _ml
         eval_batches = list(_ml(eval_blocks, tc.batch_size, s_tok, t_tok, shuffle=False))
-        heldout_signal(cfg, s_tok, t_tok, eval_batches, stats['cache_key'], teacher, policy.autocast, progress)
+        if heldout_signal(cfg, s_tok, t_tok, eval_batches, stats['cache_key'], compute=False) is None:
+            heldout_signal(cfg, s_tok, t_tok, eval_batches, stats['cache_key'], the_teacher(), policy.autocast, progress)
         heldout_s, heldout_cpu_s = time.time() - th, time.process_time() - ch
     complete = all(shard_done(folder, j, plan[j]) for j in range(len(plan)))
     summary = {'status': 'finished' if complete and not paused else 'paused', 'paused': paused, 'folder': str(folder),
@@ -324,13 +330,17 @@ def _teach(cfg: Config, progress: bool, t_session: float) -> dict:
                'blocks': int(sum(map(len, plan))), 'written_this_session': written,
                'bytes_per_position': record_dtype(space.id_dtype, ex, k, kd is not None).itemsize,
                'bytes': sum(f.stat().st_size for f in folder.glob('shard-*.npy')),
-               'teacher_s': round(time.time() - t0, 1), 'heldout_s': round(heldout_s, 1),
+               'data': {k: stats[k] for k in ('cache_key', 'cache_hit', 'cache_from')},
+               'teacher_loaded': bool(loaded), 'teacher_s': round(time.time() - t0, 1), 'heldout_s': round(heldout_s, 1),
                'cpu_s': {'setup_and_shards': round(train_cpu_s, 1), 'heldout': round(heldout_cpu_s, 1)},
-               'teacher_precision': vars(t_check), 'key': key}
+               'teacher_precision': vars(loaded[0][1]) if loaded else None, 'key': key}
     if is_main():
         atomic_write(run_dir / 'teach.json', json.dumps(summary, indent=1).encode())
         if summary['status'] == 'paused':
             print(f"teach paused ({paused}): {summary['shards_done']} of {len(plan)} shards written; run the same command again to continue")
+        elif not loaded:
+            print(f"nothing to teach: the teacher cache in {root} is complete ({summary['blocks']} training blocks and the "
+                  f"held-out side); the teacher was not loaded")
         else:
             print(f"taught {summary['blocks']} training blocks ({summary['bytes'] / 1e6:.1f} MB, {summary['bytes_per_position']} bytes "
                   f"per position) and the held-out side into {root}; `kaggle-distill train` with the same settings trains from it")

@@ -22,7 +22,7 @@ __all__ = ['CACHE_FORMAT', 'SHARD_BLOCKS', 'teacher_identity', 'train_key', 'eva
            'CacheIncomplete', 'TrainSignal', 'cache_roots', 'find_section', 'find_heldout', 'copy_section']
 
 # %% ../nbs/24_teacher_cache.ipynb #5bee62c3
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2          # 2: the exact targets' probabilities in float16
 SHARD_BLOCKS = 256            # training blocks per shard
 
 def teacher_identity(cfg: Config) -> dict:
@@ -82,7 +82,7 @@ def shard_plan(order: np.ndarray) -> list[np.ndarray]:
 def record_dtype(id_dtype, exact: int, k: int, split: bool) -> np.dtype:
     "The numpy record of one aligned position (packed, little-endian)."
     f = []
-    if exact: f += [('top', np.dtype(id_dtype), (exact,)), ('p', '<f4', (exact,)), ('tail', '<f4')]
+    if exact: f += [('top', np.dtype(id_dtype), (exact,)), ('p', '<f2', (exact,)), ('tail', '<f4')]   # p: float16, 2^-11 relative
     if k: f += [('ids', np.dtype(id_dtype), (k,)), ('count', 'u1', (k,))]
     f += [('negent', '<f4')] + ([('split', '<f4')] if split else [])
     return np.dtype(f)

@@ -83,6 +83,12 @@ def _other_run(d: Path) -> Path:
     return _w(d / 'run' / 'config.json', json.dumps(to_dict(cfg)))
 
 
+def _finished_run(d: Path) -> Path:
+    "A run folder as a finished run leaves it, as far as `benchmark`'s checks look: config.json and student/config.json."
+    _other_run(d)
+    return _w(d / 'run' / 'student' / 'config.json', '{}')
+
+
 # (id, setup(d) -> extra args, expected message fragments). `d` holds data.jsonl; the run folder is d/run.
 CASES = [
     # configuration: values, keys, presets, overrides
@@ -141,6 +147,16 @@ CASES = [
     ('report-missing', lambda d: ['report', str(d / 'no-run')], ['is not a folder']),
     ('report-on-file', lambda d: ['report', str(_w(d / 'afile', 'x'))], ['is not a folder']),
     ('kaggle-no-user', lambda d: ['kaggle', 'prepare'], ['--user']),
+    ('benchmark-no-folder', lambda d: ['benchmark', str(d / 'no-run')], ['is not a folder', 'run_dir of a run']),
+    ('benchmark-not-a-run', lambda d: ['benchmark', str(d)], ['has no config.json, so it is not a run folder']),
+    ('benchmark-no-student', lambda d: [_other_run(d) and 'benchmark', str(d / 'run')],
+     ['has no trained student yet', '--models student_before,teacher']),
+    ('benchmark-unknown-model', lambda d: ['benchmark', str(d), '--models', 'student,techer'], ["unknown model 'techer' (did you mean 'teacher'?)"]),
+    ('benchmark-limit-0', lambda d: ['benchmark', str(d), '--limit', '0'], ['--limit 0: give a positive number']),
+    ('benchmark-unknown-task', lambda d: [_finished_run(d) and 'benchmark', str(d / 'run'), '--tasks', 'hellaswg'],
+     ["task 'hellaswg' is neither a harness task name (did you mean 'hellaswag'?)"]),
+    ('benchmark-task-file-missing', lambda d: [_finished_run(d) and 'benchmark', str(d / 'run'), '--tasks', str(d / 'nope.yaml')],
+     ['nope.yaml', 'does not exist']),
     ('unknown-command', lambda d: ['trian'], ["invalid choice: 'trian'"]),
     # issue 26. Config files: no key twice, no aliases, bounded size, nesting and numbers; a quoted string stays one
     ('config-dup-key-yaml', lambda d: ['config', '--config', str(_w(d / 'c.yaml', 'train:\n  lr: 0.1\ntrain:\n  steps: 3\n'))],
@@ -203,7 +219,7 @@ CASES = [
     ('jsd-beta-zero', lambda d: ['train', 'loss.divergence=jsd', 'loss.beta=0'], ['jsd needs 0 < beta < 1']),
     ('skew-kl-beta-one', lambda d: ['train', 'loss.divergence=skew_kl', 'loss.beta=1'], ['skew_kl needs beta < 1']),
     # paths: a name too long, a loop of symbolic links, a named pipe
-    ('run-dir-name-too-long', lambda d: ['train', f'run_dir={d / ("r" * 300)}'], ['cannot be used (file name too long)']),
+    ('run-dir-name-too-long', lambda d: ['train', f'run_dir={d / ("r" * 300)}'], ['cannot be used (file name too long)', 'characters)']),
     ('run-dir-symlink-loop', lambda d: ['train', f'run_dir={_loop(d / "loop")}'], ['cannot be used (too many levels of symbolic links)']),
     ('data-name-too-long', lambda d: ['train', f'data.source={d / ("t" * 300 + ".txt")}'], ['cannot be used (file name too long)']),
     ('data-symlink-loop', lambda d: ['train', f'data.source={_loop(d / "loop.txt")}'], ['cannot be used (too many levels of symbolic links)']),
@@ -219,7 +235,7 @@ CASES = [
      ["holds files that are not a kaggle-distill run (notes.md)", 'Train into a new or empty folder']),
     ('run-dir-user-student', lambda d: ['train', f'run_dir={_w(d / "mine" / "student" / "model.bin", "x").parent.parent}'],
      ["holds files that are not a kaggle-distill run (student)"]),
-    ('model-name-too-long', lambda d: ['train', f'teacher.name={d / ("m" * 300)}'], ["teacher.name=", 'cannot be used (file name too long)']),
+    ('model-name-too-long', lambda d: ['train', f'teacher.name={d / ("m" * 300)}'], ["teacher.name=", 'cannot be used (file name too long)', 'characters)']),
     ('model-symlink-loop', lambda d: ['train', f'student.tokenizer={_loop(d / "tok")}'], ['looks like a local path but is not a folder']),
     ('report-not-a-run', lambda d: ['report', str(_w(d / 'mine' / 'notes.md', 'x').parent)], ['holds no metrics.jsonl, so it is not a run folder']),
     # a damaged metrics.jsonl (not just a torn last line) is refused before work, with its line, and kept as it is

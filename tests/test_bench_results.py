@@ -48,7 +48,8 @@ def test_every_kd_arm_beats_lm_only_at_equal_steps():
     results = kd.dedup([r for f in RESULTS for r in json.loads(f.read_text())])
     shakespeare = [r for r in results if kd.corpus_of(r) == 'shakespeare']
     pooled = kd.pooled(shakespeare)
-    arms = {(a, s): r for (a, s), r in pooled.items() if a != 'lm' and not a.startswith('lm@wall(')}
+    arms = {(a, s): r for (a, s), r in pooled.items() if a != 'lm' and not a.startswith('lm@wall(')
+            and a not in kd.PEER_TARGETS}                                     # the project's own methods; peers: test_peer_table
     assert {a for a, s in arms if s == 100} >= {'retok_aux', 'retok', 'shared_vocab', 'hybrid', 'uld', 'projector', 'retok_kd_only'}
     assert all(r['seeds'] == 3 for (a, s), r in arms.items() if s == 100)             # every method on 3 seeds
     assert {a for a, s in arms if s == 300} >= {'retok_aux', 'retok', 'shared_vocab', 'hybrid', 'uld', 'projector', 'retok_kd_only'}
@@ -70,3 +71,48 @@ def test_code_corpus(tmp_path):
     before = out.read_text()
     p = run()                                                                  # an existing file is refused, untouched
     assert p.returncode != 0 and 'exists' in p.stderr and out.read_text() == before
+
+
+def _fake(arm: str, seed: int, nll: list, digits: list | None = None, corpus: str = '/tmp/x/code.jsonl') -> dict:
+    "A saved result with just what the peer table reads: per-block NLL sums of 100 bytes each."
+    import math
+    r = dict(arm=arm, seed=seed, steps=100, corpus=corpus, wall_s=1.0, tok_per_s=1.0, before=None,
+             after=dict(student=dict(bpb=sum(nll) / (math.log(2) * 100 * len(nll))), blocks=dict(s_nll=list(nll), t_nll=[0.0] * len(nll), bytes=[100] * len(nll))))
+    return r | ({'eval_digits': digits} if digits is not None else {})
+
+
+def test_peer_table_by_hand():
+    import io, math
+    kd = bench_module('kd_vs_lm')
+    digits = [0] * 16; digits[3], digits[7], digits[9] = 30, 20, 10          # the slice: the top eighth (2 of 16) by digit share
+    res = []
+    for seed in (0, 1):
+        res += [_fake('lm', seed, [70.0 + seed] * 16, digits), _fake(kd.DEFAULT_ARM, seed, [66.0 + seed] * 16),
+                _fake('gold', seed, [60.0 + seed if i in (3, 7) else 68.0 + seed for i in range(16)]),
+                _fake('xtoken', seed, [66.0 + seed + 0.03 * math.log(2) * 100 + (0.5 if i % 2 else -0.5) for i in range(16)])]
+    assert kd.numerals_slice(res, 'code') == [3, 7]
+    assert kd.numerals_slice([_fake('lm', 0, [1.0] * 16, [0] * 16)], 'code') == []      # no digit, no slice
+    rows = {(r['blocks'], r['arm']): r for r in kd.peer_rows(res)}
+    bpb = lambda x: x / (math.log(2) * 100)
+    g = rows['all', 'gold']
+    assert g['seeds'] == 2 and abs(g['diff'] - bpb(66 - (68 * 14 + 60 * 2) / 16)) < 1e-9 and not g['met']
+    assert all(abs(x['diff'] - g['diff']) < 1e-9 and x['ci'][0] <= x['diff'] <= x['ci'][1] for x in g['per_seed'])
+    n = rows['numerals', 'gold']
+    assert n['n_blocks'] == 2 and abs(n['diff'] - bpb(66 - 60)) < 1e-9 and n['diff'] > 0 and not n['met']  # the peer wins there
+    x = rows['all', 'xtoken']
+    assert abs(x['diff'] + 0.03) < 1e-9 and x['target'] == 0.02 and x['met'] and all(s['ci'][1] < 0 for s in x['per_seed'])
+    d = rows['all', kd.DEFAULT_ARM]
+    assert 'per_seed' not in d and abs(d['vs_lm'] - bpb(-4)) < 1e-9
+    out = io.StringIO(); kd.print_peers(res, file=out)
+    assert '| code | numerals (2) | gold | 100 | 2 |' in out.getvalue() and 'numerals slice = the 2 of 16' in out.getvalue()
+
+
+def test_peer_table_in_docs_is_printed_by_report(report):
+    "docs/results.md 'Against other trainers' quotes the table `--report` prints from the committed files, row for row."
+    doc = (ROOT / 'docs' / 'results.md').read_text().split('## Against other trainers', 1)[1]
+    rows = [l for l in doc.splitlines() if l.startswith(('| shakespeare |', '| pystdlib |'))]
+    assert len(rows) >= 10, rows                                               # every corpus, all blocks and the numerals slice
+    for line in rows: assert line in report, line
+    for arm in ('gold', 'gold_hybrid', 'xtoken'):                              # each peer on both corpora, with its seed count
+        assert sum(f'| {arm} | 100 |' in l for l in rows) >= 2, arm
+    assert '| shakespeare | all (128) | gold | 100 | 1 | 5.395 | +2.506 [2.459, 2.557] |' in report

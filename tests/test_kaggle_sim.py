@@ -1,15 +1,17 @@
 """The real Kaggle kernel notebook, unchanged but for papermill's injected parameters cell, through three simulated
-Kaggle sessions on CPU with tiny real-architecture models:
+Kaggle sessions on CPU with tiny real-architecture models. Each session teaches first (`kaggle-distill teach`), then
+trains from the stored teacher signal:
 
-1. stops on its time budget (exit status 3): the budget, counted from the kernel's first cell, is used up by the
-   session's setup (installing the wheel, probing the GPU, building the models, packing the data);
-2. is SIGKILLed mid-step, the whole process group at once (Kaggle's hard kill at the session limit);
-3. finishes (exit status 0).
+1. the teach pass stops on its time budget (exit status 3): the budget, counted from the kernel's first cell, is
+   used up by the session's setup (installing the wheel, probing the GPU, packing the data); no training starts;
+2. the teach pass continues from session 1's output and completes, training starts from the cache, and the session
+   is SIGKILLed mid-step, the whole process group at once (Kaggle's hard kill at the session limit);
+3. finds the teacher cache complete (the teacher is not loaded), resumes training and finishes (exit status 0).
 
 As on Kaggle: the package comes from its wheel in `input/<dataset>/`, installed by the kernel's own pip cell into the
 interpreter that runs the notebook (a throwaway venv, never the development one); each session's `working/` becomes
 the next session's read-only `input/<kernel slug>/`, and `working/` starts empty. The final student must be
-bit-identical to an uninterrupted run's, no session but the killed one may end in an error cell, the final report
+bit-identical to an uninterrupted teach-then-train run's, no session but the killed one may end in an error cell, the final report
 must be complete, and sessions 2 and 3 must reuse the packed data instead of packing again."""
 import json, os, random, shutil, signal, stat, subprocess, sys, sysconfig, time
 from pathlib import Path
@@ -113,10 +115,14 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     build_wheel(REPO, root / 'input' / DATASET)
     data = root / 'input' / 'corpus' / 'text.jsonl'; data.parent.mkdir(parents=True)
     data.write_text(''.join(json.dumps({'text': d}) + '\n' for d in corpus_documents('shakespeare')[:24]))
+    from kaggle_distill.benchmark import next_line_items, shakespeare_plays, write_local_task
+    task = write_local_task(root / 'input' / 'tasks', 'next_line_sim', next_line_items(shakespeare_plays(), 4), 'the sim task')
 
     # The uninterrupted reference, with the same code from the checkout, runs beside session 1.
     ref = tmp_path / 'ref'
-    code = f'import sys; from kaggle_distill.cli import main; sys.exit(main(["train", *{[f"run_dir={ref}", *tiny(data)]!r}]))'
+    args = [f"run_dir={ref}", *tiny(data)]
+    code = (f'import sys; from kaggle_distill.cli import main; rc = main(["teach", *{args!r}]); '
+            f'sys.exit(rc or main(["train", *{args!r}]))')
     ref_p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env=quiet_env(PYTHONPATH=str(REPO)))
 
@@ -124,7 +130,8 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     def notebook(n: int, budget: float) -> Path:
         p = tmp_path / f'session{n}.ipynb'
         p.write_text(json.dumps(inject_parameters(kernel, preset='cpu-demo',
-                                                  overrides=[*tiny(data), f'train.time_budget_s={budget}'])))
+                                                  overrides=[*tiny(data), f'train.time_budget_s={budget}'],
+                                                  benchmark_tasks=[str(task)], benchmark_limit=2)))
         return p
     run_dir, outs, times = root / 'working' / 'run', [], []
     def complete_session(n: int, budget: float) -> str:
@@ -137,13 +144,14 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
         assert p.returncode == 0 and not errors(nb), log + text
         return text
 
-    # Session 1: a 5-second budget is used up by the setup the session clock counts: it pauses, at step 0.
+    # Session 1: a 5-second budget is used up by the setup the session clock counts: the teach pass pauses, no training.
     text1 = complete_session(1, 5)
-    assert 'paused on the session' in text1 and 'kaggle_distill 0.1.0+g' in text1 and 'starting fresh' in text1, text1
+    assert 'the teach pass paused on the session' in text1 and 'kaggle_distill 0.1.0+g' in text1 and 'teach paused' in text1, text1
+    assert json.loads((run_dir / 'teach.json').read_text())['status'] == 'paused' and not (run_dir / 'summary.json').exists()
+    assert list((run_dir / 'data_cache').iterdir()), 'session 1 packed the data into its run folder'
+    assert 'benchmark: not in this session (the run is not finished)' in text1, text1
     paused_at = newest_step(run_dir)
-    report1 = (run_dir / 'report.md').read_text()
-    assert f'**Status: paused** at step {paused_at} of {STEPS}' in report1 and 'cache_hit no' in report1, report1  # it packed
-    assert 0 <= paused_at < STEPS
+    assert paused_at == -1 and 'distill:' not in text1 and 'starting fresh' not in text1, text1   # no training started
     end_session(root)
 
     # Session 2: no budget; SIGKILLed, whole process group, at a random moment after it saved a step of its own.
@@ -157,11 +165,17 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     times.append(time.monotonic() - t0)
     killed_at = newest_step(run_dir)
     assert paused_at < killed_at < STEPS
+    teach2 = json.loads((run_dir / 'teach.json').read_text())
+    assert teach2['status'] == 'finished' and teach2['data']['cache_hit'], log2     # the data packed in session 1, reused
+    assert teach2['data']['cache_from'].startswith(str(root / 'input' / SLUG)), teach2
     end_session(root)
 
     # Session 3: finishes.
     text3 = complete_session(3, 0)
     assert 'finished: the report above is the final one' in text3, text3
+    assert 'nothing to teach' in text3 and 'the teacher was not loaded' in text3, text3          # the cache came from input/
+    assert 'training from the teacher cache' in text3 and 'the teacher is not loaded' in text3, text3
+    assert 'benchmark: done (student, student_before, teacher)' in text3 and '| next_line_sim | acc | 2 of 4 |' in text3, text3
     assert f"resuming from {root / 'input' / SLUG / 'run' / 'checkpoints'}" in text3, text3   # the killed session's output
 
     ref_out = ref_p.communicate(timeout=600)[0]
@@ -172,10 +186,11 @@ def test_three_kaggle_sessions(tmp_path, kaggle_python):
     assert keys and all(torch.equal(a.tensors[k], b.tensors[k]) for k in keys)
     report = (run_dir / 'report.md').read_text()
     assert f'**Status: finished** at step {STEPS} of {STEPS}' in report and 'student after' in report, report
-    assert 'cache_hit yes' in report and f"cache_from {root / 'input' / SLUG}" in report, report   # packed in session 1 only
+    assert '## Benchmarks' in report and '| next_line_sim | acc | 2 of 4 |' in report, report     # the kernel benchmarked it
+    assert 'cache_hit yes' in report, report                # packed in session 1 only: every later session found it
     dev_site = Path(sysconfig.get_paths()['purelib'])                # the kernel's pip never touched the dev venv
     assert not list(dev_site.glob('kaggle_distill-*+g*')) and list(dev_site.glob('kaggle_distill-0.1.0.dist-info'))
-    print(f'\nsessions: 1 paused at step {paused_at}, 2 killed at step {killed_at}, 3 finished at step {STEPS}; '
+    print(f'\nsessions: 1 paused teaching, 2 killed at step {killed_at}, 3 finished at step {STEPS}; '
           f'wall times {", ".join(f"{t:.0f}s" for t in times)}; total {time.monotonic() - t_start:.0f}s')
     for n, text in ((1, text1), (3, text3)):
         head = [l for l in text.split('# Distillation report')[0].splitlines() if l.strip() and 'distill:' not in l]
