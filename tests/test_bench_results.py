@@ -49,7 +49,7 @@ def test_every_kd_arm_beats_lm_only_at_equal_steps():
     shakespeare = [r for r in results if kd.corpus_of(r) == 'shakespeare']
     pooled = kd.pooled(shakespeare)
     arms = {(a, s): r for (a, s), r in pooled.items() if a != 'lm' and not a.startswith('lm@wall(')
-            and a not in kd.PEER_TARGETS}                                     # the project's own methods; peers: test_peer_table
+            and a not in kd.PEER_TARGETS and not a.startswith('cache')}     # the project's own methods; peers: test_peer_table; cache: below
     assert {a for a, s in arms if s == 100} >= {'retok_aux', 'retok', 'shared_vocab', 'hybrid', 'uld', 'projector', 'retok_kd_only'}
     assert all(r['seeds'] == 3 for (a, s), r in arms.items() if s == 100)             # every method on 3 seeds
     assert {a for a, s in arms if s == 300} >= {'retok_aux', 'retok', 'shared_vocab', 'hybrid', 'uld', 'projector', 'retok_kd_only'}
@@ -116,3 +116,15 @@ def test_peer_table_in_docs_is_printed_by_report(report):
     for arm in ('gold', 'gold_hybrid', 'xtoken'):                              # each peer on both corpora, with its seed count
         assert sum(f'| {arm} | 100 |' in l for l in rows) >= 2, arm
     assert '| shakespeare | all (128) | gold | 100 | 1 | 5.395 | +2.506 [2.459, 2.557] |' in report
+
+
+def test_kd_from_the_cache_beats_lm_only():
+    "The default trained from the teacher cache (docs/results.md, 'Teach once, train many'): 3 seeds, each under LM only with its interval, and the pooled figures the docs quote."
+    kd = bench_module('kd_vs_lm')
+    results = kd.dedup([r for f in RESULTS for r in json.loads(f.read_text())])
+    pooled = kd.pooled([r for r in results if kd.corpus_of(r) == 'shakespeare'])
+    c = pooled['cache', 100]
+    assert c['seeds'] == 3 and c['wins'] == 3 and c['vs_lm_ci'][1] < -0.08 + 0.005, c
+    assert all(r.get('bytes_per_position') == 64 for r in results if r['arm'] == 'cache')
+    doc = (ROOT / 'docs' / 'results.md').read_text()
+    assert f"{c['after']:.3f} ± {c['after_sd']:.3f}" in doc and '−0.085 [−0.089, −0.080]' in doc
