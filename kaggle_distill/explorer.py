@@ -19,9 +19,9 @@ from .report import read_metrics
 
 # %% auto #0
 __all__ = ['REPO', 'DEMO_RUN', 'SCHEDULE_FIELDS', 'COLORS', 'RecordedRun', 'load_run', 'schedule_keys', 'schedule_values',
-           'slider_range', 'overrides', 'config_from_values', 'weights_yaml', 'fresh_run_dir', 'run_command',
-           'inert_keys', 'write_weights', 'Contributions', 'contributions', 'plot_contributions', 'schedule_widgets',
-           'WeightsExplorer', 'explore_weights']
+           'slider_range', 'overrides', 'config_from_values', 'weights_yaml', 'fresh_run_dir', 'cache_args',
+           'run_command', 'inert_keys', 'write_weights', 'Contributions', 'contributions', 'plot_contributions',
+           'schedule_widgets', 'WeightsExplorer', 'explore_weights']
 
 # %% ../nbs/32_explorer.ipynb #32806e31
 REPO = Path(kaggle_distill.__file__).resolve().parent.parent
@@ -110,11 +110,18 @@ def fresh_run_dir(run_dir: str) -> str:
     while Path(f'{run_dir}-w{i}').exists(): i += 1
     return f'{run_dir}-w{i}'
 
+def cache_args(config_file) -> list[str]:
+    """`train.teacher_cache=` the explored run's teacher cache when its folder has one, so the new run trains from the same
+    stored signal instead of running the teacher at every step (a changed temperature is refused there, naming the key)."""
+    folder = Path(config_file).resolve().parent / 'teacher_cache'
+    return [f'train.teacher_cache={folder}'] if folder.is_dir() else []
+
 def run_command(values: dict, run: Config, config_file) -> str:
     """The command that trains the explored run again with the chosen weights: its own settings (its `config.json`,
-    `config_file`, merged over its preset: data, models, steps), the changed weights as overrides, and a fresh run folder."""
+    `config_file`, merged over its preset: data, models, steps), the changed weights as overrides, its teacher cache
+    (`cache_args`), and a fresh run folder."""
     return ' '.join(['kaggle-distill train --preset', run.preset, '--config', str(Path(config_file).resolve()),
-                     *overrides(values, base=run), f'run_dir={fresh_run_dir(run.run_dir)}'])
+                     *overrides(values, base=run), *cache_args(config_file), f'run_dir={fresh_run_dir(run.run_dir)}'])
 
 def inert_keys(values: dict) -> dict[str, str]:
     "Schedule keys whose value changes nothing while the other values of the same schedule stay as they are, each with the reason."
@@ -292,7 +299,7 @@ class WeightsExplorer:
             return ' '.join(['kaggle-distill train --preset', self.preset, *(['--config', str(Path(weights_file).resolve())] if weights_file else self.overrides)])
         if weights_file is None: return run_command(self.values(), self.base, self.run.config_path)
         return ' '.join(['kaggle-distill train --preset', self.base.preset, '--config', str(self.run.config_path), '--config',
-                         str(Path(weights_file).resolve()), f'run_dir={fresh_run_dir(self.base.run_dir)}'])
+                         str(Path(weights_file).resolve()), *cache_args(self.run.config_path), f'run_dir={fresh_run_dir(self.base.run_dir)}'])
 
     def _inert(self) -> dict:
         "The sliders that change nothing under the current schedules: their tooltip says why; a moved one is named under the picture."
