@@ -171,19 +171,13 @@ def checkpoint_step(path: str | os.PathLike) -> int | None:
     m = _CKPT_RE.match(Path(path).name)
     return int(m.group(1)) if m else None
 
-def _pid_alive(pid: int) -> bool:
-    "Whether a process with this id exists."
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    return True
-
 def _clean_stale(folder: Path) -> None:
     "Remove leftovers of killed saves (`.tmp-ckpt-*` of dead processes or of this one) and of deletions (`.del-ckpt-*`)."
+    from kaggle_distill.files import pid_alive
     for p in folder.iterdir():
         if p.name.startswith('.tmp-ckpt-'):
             pid = p.name.split('-')[3]
-            if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)): continue
+            if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)): continue
         elif not p.name.startswith('.del-ckpt-'): continue
         shutil.rmtree(p, ignore_errors=True)
 

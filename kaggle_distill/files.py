@@ -8,8 +8,8 @@ import contextlib, errno, os, shutil, signal, threading
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DISK_FULL_ERRNOS', 'DiskFull', 'disk_full', 'atomic_path', 'write_atomic', 'path_problem', 'shown', 'Interrupted',
-           'interrupt_guard']
+__all__ = ['DISK_FULL_ERRNOS', 'DiskFull', 'disk_full', 'pid_alive', 'atomic_path', 'write_atomic', 'path_problem', 'shown',
+           'Interrupted', 'interrupt_guard']
 
 # %% ../nbs/00_files.ipynb #431eeec2
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -25,7 +25,7 @@ def disk_full(path, what: str = '') -> DiskFull:
                     "command again: a run goes on from its last checkpoint")
 
 # %% ../nbs/00_files.ipynb #8f3581ac
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     "Whether a process with id `pid` exists."
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
@@ -43,7 +43,7 @@ def _clean_stale(path: Path) -> None:
     for p in path.parent.iterdir():
         if not (p.name.startswith(f'.{path.name}.') and p.name.endswith('.tmp')): continue
         pid = p.name[len(path.name) + 2:].split('.')[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))): _remove(p)
+        if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))): _remove(p)
 
 @contextlib.contextmanager
 def atomic_path(path, what: str = ''):

@@ -132,14 +132,19 @@ def _segment_lse(vals: Tensor, seg: Tensor, n: int) -> Tensor:
     m = torch.full((n,), float('-inf'), device=vals.device).scatter_reduce(0, seg, vals.detach(), 'amax', include_self=True)
     return torch.zeros(n, device=vals.device).index_add(0, seg, (vals - m[seg]).exp()).log() + m
 
-def _member_lse(flat: Tensor, base: Tensor, targets: Tensor, space: TargetSpace, V: int, T: float) -> Tensor:
-    "`log Σ_{v ∈ target} exp(z_v / T)` for each (row offset `base`, target) pair: the members' logits read from `flat` logits."
+def _member_index(flat_base: Tensor, targets: Tensor, space: TargetSpace, V: int) -> tuple[Tensor, Tensor]:
+    "For each (row offset, target) pair: the flat logit index of every member and the pair it belongs to."
     lo, hi = space.s_ptr[targets], space.s_ptr[targets + 1]
     size = hi - lo
     if bool((size == 0).any()): raise ValueError("a target with no student token was sampled: the target space does not fit this cache")
-    seg = torch.repeat_interleave(torch.arange(len(targets), device=flat.device), size)
-    member = space.s_tok[torch.arange(int(size.sum()), device=flat.device) - torch.repeat_interleave(size.cumsum(0) - size - lo, size)]
-    return _segment_lse(flat.take(base[seg] * V + member).float() / T, seg, len(targets))
+    seg = torch.repeat_interleave(torch.arange(len(targets), device=targets.device), size)
+    member = space.s_tok[torch.arange(int(size.sum()), device=targets.device) - torch.repeat_interleave(size.cumsum(0) - size - lo, size)]
+    return flat_base[seg] * V + member, seg
+
+def _member_lse(flat: Tensor, base: Tensor, targets: Tensor, space: TargetSpace, V: int, T: float) -> Tensor:
+    "`log Σ_{v ∈ target} exp(z_v / T)` for each (row offset `base`, target) pair: the members' logits read from `flat` logits."
+    idx, seg = _member_index(base, targets, space, V)
+    return _segment_lse(flat.take(idx).float() / T, seg, len(targets))
 
 def sparse_kl_rows(s_logits: Tensor, at: tuple[Tensor, Tensor], target: SparseTarget, space: TargetSpace, T: float = 1.0,
                    s_own: Tensor | None = None) -> Tensor:
@@ -187,15 +192,6 @@ def _log1m_exp(a: Tensor) -> Tensor:
     return torch.where(a > -0.693, torch.log(-torch.expm1(a)), torch.log1p(-a.exp())).clamp_min(math.log(torch.finfo(torch.float32).tiny))
 
 # %% ../nbs/23_sparse_target.ipynb #e0d1b1ee
-def _member_index(flat_base: Tensor, targets: Tensor, space: TargetSpace, V: int) -> tuple[Tensor, Tensor]:
-    "For each (row offset, target) pair: the flat logit index of every member and the pair it belongs to."
-    lo, hi = space.s_ptr[targets], space.s_ptr[targets + 1]
-    size = hi - lo
-    if bool((size == 0).any()): raise ValueError("a target with no student token was sampled: the target space does not fit this cache")
-    seg = torch.repeat_interleave(torch.arange(len(targets), device=targets.device), size)
-    member = space.s_tok[torch.arange(int(size.sum()), device=targets.device) - torch.repeat_interleave(size.cumsum(0) - size - lo, size)]
-    return flat_base[seg] * V + member, seg
-
 class _LMStoredKD(torch.autograd.Function):
     """Mean next-token cross entropy over `lm_t` (targets, -100: none) and mean stored-target forward KL over the aligned
     rows, from one log-sum-exp per position; the backward writes their combined gradient in one pass (float32)."""
