@@ -28,7 +28,7 @@ lab: install           ## JupyterLab on the notebooks (the weights explorer: nbs
 	jupyter lab --notebook-dir=. nbs/32_explorer.ipynb
 
 test: install          ## every notebook's tests, then the process tests
-	nbdev_export && HF_HUB_OFFLINE=1 nbdev_test && HF_HUB_OFFLINE=1 pytest -q tests   # tests never reach for the hub
+	nbdev_export && HF_HUB_OFFLINE=1 nbdev_test && HF_HUB_OFFLINE=1 pytest -q -n auto --dist loadfile tests   # tests never reach for the hub; one worker per core (tests/conftest.py)
 
 check-sync: install    ## CI: notebooks clean and the library in sync with them
 	nbdev_clean && nbdev_export
