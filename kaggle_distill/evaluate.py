@@ -16,9 +16,9 @@ from torch import Tensor, nn
 # %% auto #0
 __all__ = ['perplexity', 'bits_per_byte', 'boundary_token_id', 'forward_logits', 'nll_from_logits', 'token_nll', 'eval_mode',
            'common_space', 'agreement_counts', 'bucket_log_probs', 'agreement_rows', 'bpb_interval', 'loss_record',
-           'mean_loss_records', 'preserved_rng', 'row_nll_counts', 'row_nll', 'teacher_rows', 'with_prefix',
-           'StoredTeacher', 'teacher_agreement', 'stored_teacher', 'stored_agreement', 'evaluate', 'eval_records',
-           'eval_kwargs']
+           'mean_loss_records', 'preserved_rng', 'position_lse', 'row_nll_counts', 'row_nll', 'teacher_rows',
+           'with_prefix', 'StoredTeacher', 'teacher_agreement', 'stored_teacher', 'stored_agreement', 'evaluate',
+           'eval_records', 'eval_kwargs']
 
 # %% ../nbs/30_evaluate.ipynb #6d9c41f5
 def perplexity(mean_nll: float) -> float:
@@ -72,8 +72,9 @@ def forward_logits(model: nn.Module, ids: Tensor, mask: Tensor, *, prefix_id: in
 
 # %% ../nbs/30_evaluate.ipynb #1bcc8ef2
 def nll_from_logits(logits: Tensor, ids: Tensor, mask: Tensor, *, prefixed: bool, vocab_size: int | None = None,
-                    ignore_id: int | None = None, chunk_elems: int = 2 ** 26) -> tuple[float, int]:
-    "Summed next-token NLL (float64, nats) and number of scored tokens (not `ignore_id`); float32 log-softmax over `vocab_size` columns."
+                    ignore_id: int | None = None, chunk_elems: int = 2 ** 26, lse: Tensor | None = None) -> tuple[float, int]:
+    """Summed next-token NLL (float64, nats) and number of scored tokens (not `ignore_id`); float32 log-softmax over
+    `vocab_size` columns. `lse` `[B, L]`: those columns' log-sum-exp per position, when the caller has it (`position_lse`)."""
     V = logits.shape[-1] if vocab_size is None else int(vocab_size)
     if V > logits.shape[-1]: raise ValueError(f"vocab_size={V} exceeds the model's {logits.shape[-1]} logit columns")
     ids, mask = ids.to(logits.device), mask.to(logits.device).bool()
@@ -89,7 +90,7 @@ def nll_from_logits(logits: Tensor, ids: Tensor, mask: Tensor, *, prefixed: bool
         for i in range(0, n, step):                            # views of the logits, never a copy of [B, L, V]
             j = min(i + step, tgt.shape[1])
             z = logits[r, i:j, :V].float()
-            nll = torch.logsumexp(z, -1) - z.gather(1, tgt[r, i:j, None]).squeeze(1)
+            nll = (torch.logsumexp(z, -1) if lse is None else lse[r, i:j]) - z.gather(1, tgt[r, i:j, None]).squeeze(1)
             total += torch.where(valid[r, i:j], nll.double(), 0.0).sum()
     return float(total), int(valid.sum())
 
@@ -222,17 +223,29 @@ def preserved_rng():
         if cuda is not None: torch.cuda.set_rng_state_all(cuda)
 
 # %% ../nbs/30_evaluate.ipynb #7bd509ed
-def row_nll_counts(logits: Tensor, ids: Tensor, mask: Tensor, prefix: int | None, V: int | None) -> tuple[list[float], list[int]]:
+def position_lse(logits: Tensor, V: int | None = None, chunk: int = 256) -> Tensor:
+    """Float32 log-sum-exp `[B, L]` of each position's first `V` logit columns, computed once per batch for everything
+    an evaluation reads of the student (its NLL, its KL to the teacher), in chunks of positions (no float32 copy of all)."""
+    B, L, W = logits.shape
+    flat, V = logits.reshape(B * L, W), V or W
+    out = torch.empty(B * L, device=logits.device)
+    for i in range(0, B * L, chunk): out[i:i + chunk] = flat[i:i + chunk, :V].float().logsumexp(-1)
+    return out.view(B, L)
+
+def row_nll_counts(logits: Tensor, ids: Tensor, mask: Tensor, prefix: int | None, V: int | None,
+                   lse: Tensor | None = None) -> tuple[list[float], list[int]]:
     "Summed NLL (nats) and number of scored tokens of each row of a batch (`nll_from_logits` row by row)."
     out, counts = [], []
     for r in range(len(ids)):
-        tot, k = nll_from_logits(logits[r:r + 1], ids[r:r + 1], mask[r:r + 1], prefixed=prefix is not None, vocab_size=V, ignore_id=prefix)
+        tot, k = nll_from_logits(logits[r:r + 1], ids[r:r + 1], mask[r:r + 1], prefixed=prefix is not None, vocab_size=V, ignore_id=prefix,
+                                 lse=None if lse is None else lse[r:r + 1])
         out.append(tot); counts.append(k)
     return out, counts
 
-def row_nll(logits: Tensor, ids: Tensor, mask: Tensor, prefix: int | None, V: int | None) -> tuple[list[float], int]:
+def row_nll(logits: Tensor, ids: Tensor, mask: Tensor, prefix: int | None, V: int | None,
+            lse: Tensor | None = None) -> tuple[list[float], int]:
     "Summed NLL (nats) of each row of a batch and the number of scored tokens of the batch."
-    out, counts = row_nll_counts(logits, ids, mask, prefix, V)
+    out, counts = row_nll_counts(logits, ids, mask, prefix, V, lse)
     return out, sum(counts)
 
 def teacher_rows(teacher: nn.Module, b: Mapping[str, Tensor], t_prefix: int | None = None, t_vocab: int | None = None,
@@ -289,17 +302,18 @@ def stored_teacher(t_lg: Tensor, b: Mapping[str, Tensor], t_prefix: int | None, 
     return StoredTeacher(rows, counts, top5, am, tp, target, space), c, m
 
 def stored_agreement(s_lg: Tensor, at: tuple[Tensor, Tensor], st: StoredTeacher, shared, s_vocab: int | None,
-                     confident: float = 0.5) -> tuple[int, float, float, int, int]:
-    "Top-1 matches, summed top-5 overlap, summed kd_shared, confident rows and confident hits of the student's prefixed logits `s_lg` against a stored teacher."
+                     confident: float = 0.5, lse: Tensor | None = None) -> tuple[int, float, float, int, int]:
+    """Top-1 matches, summed top-5 overlap, summed kd_shared, confident rows and confident hits of the student's prefixed
+    logits `s_lg` against a stored teacher (`lse`: `position_lse` of `s_lg` over `s_vocab`, when the caller has it)."""
     from kaggle_distill.sparse_target import sparse_kl_rows
-    dev, (B, L, V) = s_lg.device, s_lg.shape           # the aligned rows, then their shared columns (contiguous copies)
-    s_P = s_lg.reshape(B * L, V).index_select(0, at[0] * L + at[1])
-    c = (s_P.index_select(1, shared[0].to(dev)) if shared is not None else s_P[:, :s_vocab or V]).float()
+    dev, (B, L, V) = s_lg.device, s_lg.shape           # every position's shared columns (one gather, no copy of whole rows), then the aligned ones
+    flat, rows = s_lg.reshape(B * L, V), at[0] * L + at[1]
+    c = (flat.index_select(1, shared[0].to(dev)) if shared is not None else flat[:, :s_vocab or V]).float()
     top5, am, tp = (x.to(dev) for x in (st.top5, st.argmax, st.top_p))
-    s_am = c.argmax(-1)
     k = top5.shape[-1]
-    overlap = (c.topk(k, -1).indices[:, :, None] == top5[:, None, :]).any(-1).sum(-1).double() / k
-    kl = sparse_kl_rows(s_lg, at, st.shared.to(dev), st.space.to(dev), 1.0)
+    s_am, s_top = c.argmax(-1)[rows], c.topk(k, -1).indices[rows]
+    overlap = (s_top[:, :, None] == top5[:, None, :]).any(-1).sum(-1).double() / k
+    kl = sparse_kl_rows(s_lg, at, st.shared.to(dev), st.space.to(dev), 1.0, lse=lse if (s_vocab or V) == st.space.n_s else None)
     conf = tp >= confident
     return int((s_am == am).sum()), float(overlap.sum()), float(kl.double().sum()), int(conf.sum()), int((conf & (s_am == am)).sum())
 
@@ -335,13 +349,14 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
             t_rows, t_n, t_P = (t.nll, t.n, None) if isinstance(t, StoredTeacher) else t
             if student_fn is not None: s_lg, res = student_fn(b); losses.append(loss_record(res))
             else: s_lg = forward_logits(student, b['s_ids'], b['s_mask'], prefix_id=s_prefix, autocast_dtype=autocast_dtype)
-            s_rows, s_n = row_nll(s_lg, b['s_ids'], b['s_mask'], s_prefix, s_vocab)
+            lse = position_lse(s_lg, s_vocab)             # once per batch: the NLL and the KL both read it
+            s_rows, s_n = row_nll(s_lg, b['s_ids'], b['s_mask'], s_prefix, s_vocab, lse)
             for key, rs, n in (('t', t_rows, t_n), ('s', s_rows, s_n)):
                 rows[f'{key}_nll'] += rs; acc[f'{key}_nll'] += math.fsum(rs); acc[f'{key}_n'] += n
             pb = b['pair_b'].to(s_lg.device)
             s_P = None
             if len(pb) and t_P is None:                 # the teacher's side as stored
-                h1, hk, kl, c, ch = stored_agreement(s_lg, (pb, b['pair_s'].to(s_lg.device) + (s_prefix is not None)), t, shared, s_vocab, confident)
+                h1, hk, kl, c, ch = stored_agreement(s_lg, (pb, b['pair_s'].to(s_lg.device) + (s_prefix is not None)), t, shared, s_vocab, confident, lse)
                 acc['top1'] += h1; acc['topk'] += hk; acc['kl'] += kl; acc['conf'] += c; acc['conf_hit'] += ch
             elif len(pb):
                 s_P = s_lg[pb, b['pair_s'].to(s_lg.device) + (s_prefix is not None)]
@@ -351,7 +366,7 @@ def evaluate(teacher: nn.Module, student: nn.Module, batches: Iterable[Mapping[s
                 acc['conf'] += int(ag['confident'].sum()); acc['conf_hit'] += int((ag['confident'] & ag['hit']).sum())
             rows['bytes'] += b['n_bytes'].tolist()
             acc['pairs'] += len(pb); acc['bytes'] += int(b['n_bytes'].sum()); acc['batches'] += 1
-            del s_lg, s_P, t_P
+            del s_lg, s_P, t_P, lse
             if loss_fn is not None and student_fn is None:
                 with _autocast(_device(student), autocast_dtype): losses.append(loss_record(loss_fn(b)))
     if acc['batches'] == 0: raise ValueError("evaluate got no batches: check the evaluation split is not empty")

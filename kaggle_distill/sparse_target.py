@@ -147,16 +147,21 @@ def _member_lse(flat: Tensor, base: Tensor, targets: Tensor, space: TargetSpace,
     return _segment_lse(flat.take(idx).float() / T, seg, len(targets))
 
 def sparse_kl_rows(s_logits: Tensor, at: tuple[Tensor, Tensor], target: SparseTarget, space: TargetSpace, T: float = 1.0,
-                   s_own: Tensor | None = None) -> Tensor:
+                   s_own: Tensor | None = None, lse: Tensor | None = None) -> Tensor:
     """Per aligned row: the estimate of T²·KL(teacher ‖ student) over `space` from the sampled `target` (float32,
     differentiable in `s_logits` `[B, L, V]`), plus the observed group's split term where `target.split` is set and
-    `s_own[r] >= 0` (the observed student token of row r, `RetokKD.own_cells`)."""
+    `s_own[r] >= 0` (the observed student token of row r, `RetokKD.own_cells`). `lse` `[B, L]`: the log-sum-exp of
+    each position's first `space.n_s` logits when the caller has it already (`kaggle_distill.evaluate.position_lse`;
+    T = 1 and a `full` space only)."""
     B, L, V = s_logits.shape
     pb, ps = at
     if len(pb) != len(target): raise ValueError(f"{len(pb)} aligned rows but the target holds {len(target)}: they must be the same positions")
     base = pb * L + ps
     with torch.autocast(s_logits.device.type, enabled=False):
-        if space.full:
+        if space.full and lse is not None:
+            if T != 1 or lse.shape != (B, L): raise ValueError(f"a given lse must be [B, L] = [{B}, {L}] at T = 1; got {tuple(lse.shape)} at T = {T}")
+            lse = lse[pb, ps]
+        elif space.full:
             z = s_logits[..., :space.n_s].float()
             lse = (z if T == 1 else z / T).logsumexp(-1)[pb, ps]
         else: lse = (s_logits.reshape(B * L, V)[base][:, space.s_tok].float() / T).logsumexp(-1)
@@ -169,8 +174,8 @@ def sparse_kl_rows(s_logits: Tensor, at: tuple[Tensor, Tensor], target: SparseTa
         if bool((~dense).any()): logz[~dense] = _member_lse(flat, base[r[~dense]], tg[~dense], space, V, T)
         if bool(dense.any()):                                      # the rest target: all tokens of no other target
             others = space.s_tok[space.s_ptr[space.rest]:space.s_ptr[space.rest + 1]]     # the rest's members only
-            zr = s_logits.reshape(B * L, V).index_select(0, base[r[dense]]).index_select(1, others).float()
-            lr = (zr if T == 1 else zr / T).logsumexp(-1)
+            zr = s_logits.reshape(B * L, V).index_select(1, others).float()     # every position's rest columns: one gather, no row copy
+            lr = (zr if T == 1 else zr / T).logsumexp(-1)[base[r[dense]]]
             logz[dense] = torch.maximum(lr, lse[r[dense]] + math.log(torch.finfo(torch.float32).tiny))   # an empty rest: log(tiny), as bucket_log_probs
         ce = torch.zeros(len(pb), device=s_logits.device).index_add(0, r, target.w[r, j] * (lse[r] - logz))
         rows = target.negent + ce

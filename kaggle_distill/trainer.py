@@ -51,6 +51,7 @@ class Run:
     space: Any = None                   # the KD target's space when it can be read from sampled targets (`kaggle_distill.sparse_target`)
     heldout: Any = None                 # the teacher's held-out side (`kaggle_distill.teach.HeldoutSignal`), computed once, at the first evaluation
     teacher_check: Any = None           # what `models.guard_teacher_precision` found and did when the teacher was loaded (None: not loaded)
+    eval_kw: dict | None = None         # `evaluate`'s tokenizer arguments (`eval_kwargs`), computed once, at the first evaluation
 
     @property
     def total(self) -> int: return self.cfg.train.steps
@@ -285,7 +286,7 @@ def evaluate_run(run: Run, step: int) -> dict:
     if run.heldout is None:
         run.heldout = heldout_signal(run.cfg, run.s_tok, run.t_tok, run.eval_batches, run.data_stats['cache_key'], run.teacher,
                                      run.autocast, progress)
-    ekw = eval_kwargs(run.s_tok, run.t_tok)
+    ekw = run.eval_kw = run.eval_kw or eval_kwargs(run.s_tok, run.t_tok)
     T, w_kd = run.curriculum.temperature(step, run.total), run.curriculum.weights(step, run.total)['kd']
     def student_fn(b):
         target = run.heldout.kd_rows(b, T) if w_kd > 0 else None
