@@ -65,9 +65,10 @@ def early_stop_update(st: TrainState, bpb: float, step: int, tc) -> bool:
 
 # %% ../nbs/17_optim.ipynb #be1c00ac
 def lm_loss(logits: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
-    "Mean next-token cross entropy over real (unpadded) targets, computed in float32."
-    target = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), target.flatten(), ignore_index=-100)
+    """Mean next-token cross entropy over real (unpadded) targets, computed in float32. Position t predicts `ids[t + 1]`;
+    the targets are shifted, not the logits, so the logits are read in place (`logits[:, :-1]` would be copied whole)."""
+    target = torch.cat([ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100), ids.new_full((len(ids), 1), -100)], 1)
+    return F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=-100)
 
 # %% ../nbs/17_optim.ipynb #e086b100
 class EMA:
