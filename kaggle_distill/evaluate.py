@@ -223,14 +223,12 @@ def preserved_rng():
         if cuda is not None: torch.cuda.set_rng_state_all(cuda)
 
 # %% ../nbs/30_evaluate.ipynb #7bd509ed
-def position_lse(logits: Tensor, V: int | None = None, chunk: int = 256) -> Tensor:
+def position_lse(logits: Tensor, V: int | None = None, chunk: int | None = None) -> Tensor:
     """Float32 log-sum-exp `[B, L]` of each position's first `V` logit columns, computed once per batch for everything
-    an evaluation reads of the student (its NLL, its KL to the teacher), in chunks of positions (no float32 copy of all)."""
+    an evaluation reads of the student (its NLL, its KL to the teacher), in chunks of positions (`sparse_target.row_chunk`)."""
+    from kaggle_distill.sparse_target import chunked_lse
     B, L, W = logits.shape
-    flat, V = logits.reshape(B * L, W), V or W
-    out = torch.empty(B * L, device=logits.device)
-    for i in range(0, B * L, chunk): out[i:i + chunk] = flat[i:i + chunk, :V].float().logsumexp(-1)
-    return out.view(B, L)
+    return chunked_lse(logits.reshape(B * L, W)[:, :V or W], chunk=chunk).view(B, L)
 
 def row_nll_counts(logits: Tensor, ids: Tensor, mask: Tensor, prefix: int | None, V: int | None,
                    lse: Tensor | None = None) -> tuple[list[float], list[int]]:
