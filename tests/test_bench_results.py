@@ -29,9 +29,14 @@ def test_report_prints_the_readme_figures(report):
     readme = (ROOT / 'README.md').read_text()
     results = (ROOT / 'docs' / 'results.md').read_text()
     for quoted in ['2.870 ± 0.031', '2.767 ± 0.031 | −0.103 [−0.107, −0.099]', '2.786 ± 0.018 | −0.085 [−0.089, −0.080]',   # the README's own table
-                   '−2.610 [−2.660, −2.563]', '−0.217 [−0.241, −0.194]', '−0.032 [−0.037, −0.028] / −0.036 [−0.040, −0.031]',
-                   '−4.255 [−4.438, −4.068]', '+0.019 [0.010, 0.028] / −0.086 [−0.095, −0.077]']:
+                   '−2.610 [−2.660, −2.563] / −2.704 [−2.760, −2.649] / −2.509 [−2.563, −2.461]',                # the peer table, seed by seed
+                   '−0.217 [−0.241, −0.194] / −0.273 [−0.296, −0.250] / −0.199 [−0.223, −0.175]',
+                   '−0.032 [−0.037, −0.028] / −0.036 [−0.040, −0.031] / −0.028 [−0.032, −0.023]',
+                   '−4.255 [−4.438, −4.068] / −4.528 [−4.730, −4.323] / −4.344 [−4.541, −4.149]',
+                   '−1.170 [−1.275, −1.068] / −1.299 [−1.410, −1.189] / −1.352 [−1.470, −1.239]',
+                   '+0.019 [0.010, 0.028] / −0.086 [−0.095, −0.077] / −0.015 [−0.022, −0.007]']:
         assert quoted in readme, quoted
+        assert quoted.replace('−', '-') in report, quoted              # and the report prints it, from the committed files
     readme = results                                   # the full tables live in docs/results.md
     for line in ['| retok_aux | 100 | 3 | 2.766 ± 0.029 | -0.104 [-0.108, -0.100] | 3/3 |',   # Shakespeare, 100 steps (the default before issue 29)
                  '| shared_vocab | 100 | 3 | 2.769 ± 0.043 | -0.101 [-0.106, -0.096] | 3/3 |',
@@ -119,9 +124,9 @@ def test_peer_table_in_docs_is_printed_by_report(report):
     rows = [l for l in doc.splitlines() if l.startswith(('| shakespeare |', '| pystdlib |'))]
     assert len(rows) >= 10, rows                                               # every corpus, all blocks and the numerals slice
     for line in rows: assert line in report, line
-    for arm in ('gold', 'gold_hybrid', 'xtoken'):                              # each peer on both corpora, with its seed count
-        assert sum(f'| {arm} | 100 |' in l for l in rows) >= 2, arm
-    assert '| shakespeare | all (128) | gold | 100 | 1 | 5.395 | +2.506 [2.459, 2.557] |' in report
+    for arm in ('gold', 'gold_hybrid', 'xtoken'):                              # each peer on both corpora, 3 seeds each
+        assert sum(f'| {arm} | 100 | 3 |' in l for l in rows) >= 2, arm
+    assert '| shakespeare | all (128) | gold | 100 | 3 | 5.374 | +2.504 [2.473, 2.535] |' in report
 
 
 def test_kd_from_the_cache_beats_lm_only():
