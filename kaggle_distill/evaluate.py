@@ -304,12 +304,16 @@ def stored_agreement(s_lg: Tensor, at: tuple[Tensor, Tensor], st: StoredTeacher,
     """Top-1 matches, summed top-5 overlap, summed kd_shared, confident rows and confident hits of the student's prefixed
     logits `s_lg` against a stored teacher (`lse`: `position_lse` of `s_lg` over `s_vocab`, when the caller has it)."""
     from kaggle_distill.sparse_target import sparse_kl_rows
-    dev, (B, L, V) = s_lg.device, s_lg.shape           # every position's shared columns (one gather, no copy of whole rows), then the aligned ones
+    from kaggle_distill.sparse_target import row_chunk
+    dev, (B, L, V) = s_lg.device, s_lg.shape
     flat, rows = s_lg.reshape(B * L, V), at[0] * L + at[1]
-    c = (flat.index_select(1, shared[0].to(dev)) if shared is not None else flat[:, :s_vocab or V]).float()
     top5, am, tp = (x.to(dev) for x in (st.top5, st.argmax, st.top_p))
-    k = top5.shape[-1]
-    s_am, s_top = c.argmax(-1)[rows], c.topk(k, -1).indices[rows]
+    k, sh, ch = top5.shape[-1], None if shared is None else shared[0].to(dev), row_chunk(V, dev)
+    s_am, s_top = [], []
+    for i in range(0, B * L, ch):       # every position's shared columns, a cache-sized chunk of rows at a time (3x faster
+        c = (flat[i:i + ch].index_select(1, sh) if sh is not None else flat[i:i + ch, :s_vocab or V]).float()   # than at once)
+        s_am.append(c.argmax(-1)); s_top.append(c.topk(k, -1).indices)
+    s_am, s_top = torch.cat(s_am)[rows], torch.cat(s_top)[rows]            # then the aligned rows
     overlap = (s_top[:, :, None] == top5[:, None, :]).any(-1).sum(-1).double() / k
     kl = sparse_kl_rows(s_lg, at, st.shared.to(dev), st.space.to(dev), 1.0, lse=lse if (s_vocab or V) == st.space.n_s else None)
     conf = tp >= confident
