@@ -303,8 +303,7 @@ def stored_agreement(s_lg: Tensor, at: tuple[Tensor, Tensor], st: StoredTeacher,
                      confident: float = 0.5, lse: Tensor | None = None) -> tuple[int, float, float, int, int]:
     """Top-1 matches, summed top-5 overlap, summed kd_shared, confident rows and confident hits of the student's prefixed
     logits `s_lg` against a stored teacher (`lse`: `position_lse` of `s_lg` over `s_vocab`, when the caller has it)."""
-    from kaggle_distill.sparse_target import sparse_kl_rows
-    from kaggle_distill.sparse_target import row_chunk
+    from kaggle_distill.sparse_target import row_chunk, sparse_kl_rows
     dev, (B, L, V) = s_lg.device, s_lg.shape
     flat, rows = s_lg.reshape(B * L, V), at[0] * L + at[1]
     top5, am, tp = (x.to(dev) for x in (st.top5, st.argmax, st.top_p))
