@@ -83,7 +83,7 @@ def time_split(run) -> dict:
            'evaluations': pt.total.get('eval', 0.0), 'checkpoints': pt.total.get('checkpoint', 0.0), 'saving': pt.total.get('save', 0.0)}
     total = time.time() - pt.t_session
     out['other'] = total - sum(out.values()); out['total'] = total
-    return {k: round(v, 1) for k, v in out.items()}
+    return {k: round(v, 3) for k, v in out.items()}       # to the millisecond: a phase that ran is never shown as 0
 
 # %% ../nbs/22_metrics.ipynb #ddbdf917
 def train_record(run: Run, st: TrainState, r: StepResult, step_s: float) -> dict:
