@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import kd_vs_lm
+import kd_arms, kd_vs_lm
 
 VARIANTS = {  # arm -> (build_xtoken_map keywords, loss.top_k)
     'xt_first_full': (dict(pieces=1, reverse=False), 0),
@@ -59,7 +59,7 @@ def main(argv=None):
         for i, name in enumerate(args.arms):
             kw, top_k = VARIANTS[name]
             xt.xtoken_map = lambda s, t, kw=kw: xt.build_xtoken_map(s, t, **kw)      # make_xtoken_kd reads the map from here
-            ov = ['loss.kd_method=xtoken', f'loss.top_k={top_k}', *kd_vs_lm.AUX_OFF]
+            ov = ['loss.kd_method=xtoken', f'loss.top_k={top_k}', *kd_arms.AUX_OFF]
             r = kd_vs_lm.run_arm(name, ov, args, cache, seed, args.steps, want_before=i == 0)
             r['xtoken_map'] = kw
             results.append(r)

@@ -55,7 +55,7 @@ def test_report_prints_the_readme_figures(report):
 
 
 def test_every_kd_arm_beats_lm_only_at_equal_steps():
-    kd = bench_module('kd_vs_lm')
+    kd = bench_module('kd_report')
     results = kd.dedup([r for f in RESULTS for r in json.loads(f.read_text())])
     shakespeare = [r for r in results if kd.corpus_of(r) == 'shakespeare']
     pooled = kd.pooled(shakespeare)
@@ -94,7 +94,7 @@ def _fake(arm: str, seed: int, nll: list, digits: list | None = None, corpus: st
 
 def test_peer_table_by_hand():
     import io, math
-    kd = bench_module('kd_vs_lm')
+    kd = bench_module('kd_report')
     digits = [0] * 16; digits[3], digits[7], digits[9] = 30, 20, 10          # the slice: the top eighth (2 of 16) by digit share
     res = []
     for seed in (0, 1):
@@ -131,7 +131,7 @@ def test_peer_table_in_docs_is_printed_by_report(report):
 
 def test_kd_from_the_cache_beats_lm_only():
     "The default trained from the teacher cache (docs/results.md, 'Teach once, train many'): 3 seeds, each under LM only with its interval, and the pooled figures the docs quote."
-    kd = bench_module('kd_vs_lm')
+    kd = bench_module('kd_report')
     results = kd.dedup([r for f in RESULTS for r in json.loads(f.read_text())])
     pooled = kd.pooled([r for r in results if kd.corpus_of(r) == 'shakespeare'])
     c = pooled['cache', 100]
