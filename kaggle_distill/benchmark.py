@@ -375,7 +375,7 @@ def benchmark(run_dir: Path | str, tasks=None, models=None, limit: int | None = 
               progress: bool = True, log=print) -> dict:
     """Score `models` (default `MODELS`) of run `run_dir` on `tasks` (default `DEFAULT_TASKS`; harness names or task YAML
     files) with lm-evaluation-harness; write `benchmarks.json` and the report. Returns the scores of this call."""
-    from kaggle_distill.checkpoint import RunLock
+    from kaggle_distill.session import RunLock
     from kaggle_distill.report import write_report
     run_dir, tasks = Path(run_dir), list(tasks or DEFAULT_TASKS)
     models = parse_models(None if models is None else ','.join(models))

@@ -208,7 +208,7 @@ def broadcast_trainables(run) -> None:
 @contextlib.contextmanager
 def main_lock(run_dir):
     "Rank 0 holds the run folder's `RunLock`; every process learns whether it got it (a busy folder stops them all)."
-    from kaggle_distill.checkpoint import RunLock, RunBusy
+    from kaggle_distill.session import RunLock, RunBusy
     with contextlib.ExitStack() as stack:
         err = None
         if is_main():

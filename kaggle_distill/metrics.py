@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import SessionReserve
+from .session import SessionReserve
 
 # %% auto #0
 __all__ = ['STATUSES', 'sig3', 'read_records', 'MetricsLog', 'PhaseTimer', 'time_split', 'train_record', 'run_status',

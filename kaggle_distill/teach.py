@@ -231,7 +231,7 @@ def load_teacher(cfg: Config, t_tok, device, probe: list, autocast=None):
 def teach(cfg: Config, progress: bool = True) -> dict:
     """Run the teacher once over the training blocks `cfg`'s run reads and over the held-out blocks; store the signal in
     `run_dir/teacher_cache`. Returns the summary (`status` 'finished' or 'paused'), also written to `run_dir/teach.json`."""
-    from kaggle_distill.checkpoint import session_start
+    from kaggle_distill.session import session_start
     from kaggle_distill.distributed import close_distributed, init_distributed
     t_session, _ = session_start()
     cfg = init_distributed(cfg)
@@ -242,7 +242,7 @@ def teach(cfg: Config, progress: bool = True) -> dict:
     return out
 
 def _teach_checked(cfg: Config, progress: bool, t_session: float) -> dict:
-    from kaggle_distill.checkpoint import RunLock
+    from kaggle_distill.session import RunLock
     from kaggle_distill.data import check_source
     from kaggle_distill.distributed import is_main, main_lock, resolve_device, world_size
     from kaggle_distill.models import check_models_config
@@ -260,7 +260,8 @@ def _teach(cfg: Config, progress: bool, t_session: float) -> dict:
     "The body of `teach`, holding the run folder's lock."
     import torch.distributed as dist
     from tqdm.auto import tqdm
-    from kaggle_distill.checkpoint import StopSignal, seed_everything
+    from kaggle_distill.checkpoint import seed_everything
+    from kaggle_distill.session import StopSignal
     from kaggle_distill.data import make_loader
     from kaggle_distill.distributed import from_main, is_main, main_first, resolve_device, world_size
     from kaggle_distill.models import dtype_policy, progress_quiet

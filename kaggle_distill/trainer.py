@@ -308,7 +308,7 @@ def train(cfg: Config, progress: bool = True) -> dict:
     """Train `cfg`'s student (resuming this run's newest valid checkpoint), evaluate it, write metrics, summary and report;
     return the summary, whose `status` is 'finished', 'paused' or 'failed'. Everything the user gave is checked before any
     model loads or file is written; the run folder is locked (`RunLock`) for the whole run."""
-    from kaggle_distill.checkpoint import session_start
+    from kaggle_distill.session import session_start
     t_session, _ = session_start()
     cfg = init_distributed(cfg)                        # under torchrun: join the process group, take this process's device
     try: summary = _train_checked(cfg, progress, t_session)
@@ -319,7 +319,7 @@ def train(cfg: Config, progress: bool = True) -> dict:
 
 def _train_checked(cfg: Config, progress: bool, t_session: float) -> dict:
     "`train` after joining the process group (if any): the checks, then `_train` under the run folder's lock (rank 0's)."
-    from kaggle_distill.checkpoint import RunLock
+    from kaggle_distill.session import RunLock
     from kaggle_distill.models import check_models_config
     check_models_config(cfg)
     check_run_dir(cfg)
@@ -335,7 +335,8 @@ def _train_checked(cfg: Config, progress: bool, t_session: float) -> dict:
 def _train(cfg: Config, progress: bool, t_session: float) -> dict:
     "The body of `train`, run while holding the run folder's lock."
     from tqdm.auto import tqdm
-    from kaggle_distill.checkpoint import StopSignal, seed_everything
+    from kaggle_distill.checkpoint import seed_everything
+    from kaggle_distill.session import StopSignal
     from kaggle_distill.data import step_batches
     from kaggle_distill.evaluate import eval_records
     from kaggle_distill.teach import check_signal

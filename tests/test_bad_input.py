@@ -285,7 +285,7 @@ def test_bad_input(case, sandbox):
 
 def test_busy_run_dir(sandbox):
     "A run folder locked by a live process: exit 2 naming its pid, nothing changed; free again once it is SIGKILLed."
-    from kaggle_distill.checkpoint import RunLock
+    from kaggle_distill.session import RunLock
     run = sandbox / 'run'
     r, w = os.pipe()
     pid = os.fork()

@@ -43,7 +43,8 @@ while True:
 
 TRAINER = EXPECTED + '''
 import sys, time, torch
-from kaggle_distill.checkpoint import StopSignal, save_state
+from kaggle_distill.checkpoint import save_state
+from kaggle_distill.session import StopSignal
 folder, step = sys.argv[1], 0
 with StopSignal() as stop:
     print('ready', flush=True)
