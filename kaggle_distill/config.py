@@ -4,16 +4,16 @@
 
 # %% ../nbs/00_config.ipynb #3f8d93f0
 from __future__ import annotations
-import dataclasses, difflib, functools, json, math, re, typing
+import dataclasses, difflib, json, math, re, typing
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['DTYPES', 'LOSS_NAMES', 'KD_METHODS', 'DIVERGENCES', 'DEMO_STUDENT', 'EXIT_CODES', 'REFERENCE_TEACHER_ID',
-           'REFERENCE_STUDENT_ID', 'PRESETS', 'MAX_CONFIG_BYTES', 'MAX_DEPTH', 'MAX_DIGITS', 'fld', 'Schedule',
-           'ModelSpec', 'DataConfig', 'default_weights', 'aux_weights', 'LossConfig', 'TrainConfig', 'TeachConfig',
-           'Config', 'ConfigError', 'from_dict', 'reference_file', 'ParseRefused', 'load_yaml', 'load_json',
-           'parse_override', 'read_config_file', 'load_config', 'to_dict', 'check_vocab', 'format_schedule', 'describe']
+           'REFERENCE_STUDENT_ID', 'PRESETS', 'fld', 'Schedule', 'ModelSpec', 'DataConfig', 'default_weights',
+           'aux_weights', 'LossConfig', 'TrainConfig', 'TeachConfig', 'Config', 'ConfigError', 'from_dict',
+           'reference_file', 'parse_override', 'read_config_file', 'load_config', 'to_dict', 'check_vocab',
+           'format_schedule', 'describe']
 
 # %% ../nbs/00_config.ipynb #bfe5566f
 def fld(default=None, *, lo=None, hi=None, lo_open=False, choices=None, doc='', factory=None):
@@ -373,90 +373,8 @@ PRESETS = {
                                                  'ddp': True}),
 }
 
-# %% ../nbs/00_config.ipynb #76fe59cf
-MAX_CONFIG_BYTES = 256 * 1024   # a config file or one override value (real ones are a few KB)
-MAX_DEPTH = 32                  # nesting of mappings and lists (a config needs 4)
-MAX_DIGITS = 40                 # digits of one number (no setting needs 20)
-
-class ParseRefused(ValueError):
-    "Config text the parser refuses (an alias, a key twice, too deep, a number too long); the message says where."
-
-def _check_digits(text: str, line: int | None = None):
-    if (n := sum(c.isdigit() for c in text)) > MAX_DIGITS:
-        raise ParseRefused(f"{f'line {line}: ' if line else ''}a number of {n} digits ({text[:12]}...); no setting needs "
-                           f"more than {MAX_DIGITS}")
-
-@functools.cache
-def _yaml_loader():
-    "PyYAML's safe loader with the limits above, built once (PyYAML is imported only when a YAML text is read)."
-    import yaml
-    class Loader(yaml.SafeLoader):
-        depth = 0
-        def compose_node(self, parent, index):
-            ev = self.peek_event()
-            if isinstance(ev, yaml.AliasEvent):
-                raise ParseRefused(f"line {ev.start_mark.line + 1}: YAML aliases (*{ev.anchor}) are not allowed; write the value out")
-            self.depth += 1
-            try:
-                if self.depth > MAX_DEPTH: raise ParseRefused(f"line {ev.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep")
-                return super().compose_node(parent, index)
-            finally: self.depth -= 1
-        def construct_mapping(self, node, deep=False):
-            seen = {}
-            for k, _ in node.value:
-                if not isinstance(k, yaml.ScalarNode): continue          # a complex key: the base class refuses it
-                key, line = self.construct_object(k), k.start_mark.line + 1
-                if key in seen:
-                    raise ParseRefused(f"line {line}: key {key!r} appears twice in one mapping (first at line {seen[key]}); keep one")
-                seen[key] = line
-            return super().construct_mapping(node, deep)
-        def construct_yaml_int(self, node):
-            _check_digits(node.value, node.start_mark.line + 1); return super().construct_yaml_int(node)
-        def construct_yaml_float(self, node):
-            _check_digits(node.value, node.start_mark.line + 1); return super().construct_yaml_float(node)
-    Loader.add_constructor('tag:yaml.org,2002:int', Loader.construct_yaml_int)
-    Loader.add_constructor('tag:yaml.org,2002:float', Loader.construct_yaml_float)
-    Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(r'^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$'),
-                                 list('-+0123456789'))                   # 1e-4, 3E5, 1.0e5: floats, as in YAML 1.2
-    return Loader
-
-def load_yaml(text: str):
-    "Parse YAML `text` with the limits above; `ParseRefused` or `yaml.YAMLError` otherwise."
-    import yaml
-    return yaml.load(text, Loader=_yaml_loader())
-
-def _json_scan(text: str):
-    "Refuse JSON nested deeper than `MAX_DEPTH` or with a key twice in one object (naming the key and lines), before parsing."
-    stack, want_key, i, line, n = [], False, 0, 1, len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            j = i + 1
-            while j < n and text[j] != '"': j += 2 if text[j] == '\\' else 1
-            if want_key and stack and stack[-1] is not None:
-                try: key = json.loads(text[i:j + 1])
-                except ValueError: key = text[i + 1:j]
-                if key in stack[-1]:
-                    raise ParseRefused(f"line {line}: key {key!r} appears twice in one object (first at line {stack[-1][key]}); keep one")
-                stack[-1][key], want_key = line, False
-            line += text.count('\n', i, j + 1); i = j + 1; continue
-        if c == '\n': line += 1
-        elif c in '{[':
-            stack.append({} if c == '{' else None); want_key = c == '{'
-            if len(stack) > MAX_DEPTH: raise ParseRefused(f"line {line}: nested more than {MAX_DEPTH} levels deep")
-        elif c in '}]':
-            if stack: stack.pop()
-            want_key = False
-        elif c == ',': want_key = bool(stack) and stack[-1] is not None
-        i += 1
-
-def load_json(text: str):
-    "Parse JSON `text` with the limits above; `ParseRefused` or `json.JSONDecodeError` otherwise."
-    def number(kind):
-        def parse(s): _check_digits(s); return kind(s)
-        return parse
-    _json_scan(text)
-    return json.loads(text, parse_int=number(int), parse_float=number(float))
+# %% ../nbs/00_config.ipynb #f888f72a
+from .safeparse import MAX_CONFIG_BYTES, ParseRefused, load_json, load_yaml
 
 # %% ../nbs/00_config.ipynb #1c489fdc
 def _field_type(key: str):
