@@ -203,7 +203,7 @@ def main(argv=None) -> int:
                 from kaggle_distill.assets import prepare_assets
                 prepare_assets()
             elif args.cmd == 'kaggle':
-                from kaggle_distill.kaggle import prepare_kaggle
+                from kaggle_distill.kaggle_prepare import prepare_kaggle
                 print(prepare_kaggle(args.user, args.out, args.preset))
     except _bad_input_errors() as e:                     # anything else is a bug: its traceback is shown
         if debug: raise

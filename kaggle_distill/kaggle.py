@@ -4,19 +4,16 @@
 
 # %% ../nbs/40_kaggle.ipynb #0ae56c48
 from __future__ import annotations
-import json, math, os, re, shutil, subprocess, sys, tempfile
+import json, math, os, re, subprocess, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TORCH_CU126_INDEX', 'P100_TORCH_SPEC', 'TORCH_COMPANIONS', 'HUB_TIMEOUT_S', 'MACHINE_SHAPES', 'DEFAULT_MACHINE_SHAPE',
-           'KERNEL_TITLE', 'DATASET_TITLE', 'KERNEL_FILE', 'SETUP_ESTIMATE_S', 'GPU_OF_PRESET', 'TEACHER_TERMS',
-           'PREPARE_MARKER', 'PREPARE_WRITER', 'PREPARE_KEEP', 'PREPARE_FIX', 'arch_supported', 'probe_torch',
-           'torch_install_commands', 'ensure_gpu_torch', 'KaggleSetupError', 'describe_device', 'preset_for_device',
-           'choose_preset', 'kaggle_root', 'session_overrides', 'train_command', 'processes_for', 'run_logged',
-           'session_outcome', 'launched_status', 'inject_parameters', 'hub_ids', 'check_hub_ids', 'git_version',
-           'build_wheel', 'slugify', 'dataset_metadata', 'kernel_metadata', 'validate_kernel_metadata',
-           'measured_throughput', 'session_estimate', 'sessions_for', 'teach_plan', 'read_prepare_marker',
-           'check_prepare_out', 'write_prepared', 'kaggle_checkout', 'prepare_kaggle']
+__all__ = ['TORCH_CU126_INDEX', 'P100_TORCH_SPEC', 'TORCH_COMPANIONS', 'HUB_TIMEOUT_S', 'SETUP_ESTIMATE_S', 'GPU_OF_PRESET',
+           'TEACHER_TERMS', 'arch_supported', 'probe_torch', 'torch_install_commands', 'ensure_gpu_torch',
+           'KaggleSetupError', 'describe_device', 'preset_for_device', 'choose_preset', 'kaggle_root',
+           'session_overrides', 'train_command', 'processes_for', 'run_logged', 'session_outcome', 'launched_status',
+           'inject_parameters', 'hub_ids', 'check_hub_ids', 'measured_throughput', 'session_estimate', 'sessions_for',
+           'teach_plan']
 
 # %% ../nbs/40_kaggle.ipynb #d62e5260
 def arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
@@ -247,88 +244,6 @@ def check_hub_ids(cfg, api=None, timeout: float = HUB_TIMEOUT_S) -> list[str]:
                                + "\nSet the right one in the kernel's parameters cell, e.g. overrides = ['teacher.name=ID', 'teacher.tokenizer=ID']")
     return lines
 
-# %% ../nbs/40_kaggle.ipynb #9e863d02
-def git_version(repo='.') -> str:
-    "The package version with the commit: `<settings.ini version>+g<short sha>`, plus `.dirty` for uncommitted changes."
-    import configparser
-    git = lambda *a: subprocess.run(['git', '-C', str(repo), *a], capture_output=True, text=True, check=True).stdout.strip()
-    try: sha, dirty = git('rev-parse', '--short', 'HEAD'), git('status', '--porcelain', '--untracked-files=no')
-    except (subprocess.CalledProcessError, FileNotFoundError) as e:
-        raise KaggleSetupError(f"{repo} is not a git checkout with a commit ({e}); the wheel's version must name one") from None
-    cfg = configparser.ConfigParser(); cfg.read(Path(repo) / 'settings.ini', encoding='utf-8')
-    base = cfg['DEFAULT']['version']
-    return f"{base}+g{sha}{'.dirty' if dirty else ''}"
-
-def build_wheel(repo='.', out='dist', version: str | None = None) -> Path:
-    "Build the package wheel (`pip wheel --no-deps`) with `version` (default: `git_version`) into `out`."
-    repo, out = Path(repo).resolve(), Path(out).resolve()
-    version = version or git_version(repo)
-    files = subprocess.run(['git', '-C', str(repo), 'ls-files', '--cached', '--others', '--exclude-standard'],
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    with tempfile.TemporaryDirectory() as tmp:
-        for f in files:
-            if (repo / f).is_file(): (Path(tmp) / f).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(repo / f, Path(tmp) / f)
-        ini = Path(tmp, 'settings.ini'); ini.write_text(re.sub(r'(?m)^version = .*$', f'version = {version}', ini.read_text()))
-        init = Path(tmp, 'kaggle_distill', '__init__.py')
-        init.write_text(re.sub(r'__version__ = ".*"', f'__version__ = "{version}"', init.read_text()))
-        out.mkdir(parents=True, exist_ok=True)
-        try: subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--quiet', '--no-deps', '--no-build-isolation', '-w', str(out), tmp],
-                            check=True, capture_output=True, text=True)
-        except subprocess.CalledProcessError as e:
-            tail = ' | '.join((e.stderr or e.stdout or '').strip().splitlines()[-3:])
-            raise KaggleSetupError(f"building the wheel failed (pip wheel: {tail}); `pip wheel --no-deps .` in the checkout "
-                                   "shows the whole error") from None
-    wheels = [w for w in out.glob('kaggle_distill-*.whl') if w.name.split('-')[1] == version]
-    if len(wheels) != 1: raise KaggleSetupError(f"expected one wheel of version {version} in {out}, found {wheels}")
-    return wheels[0]
-
-# %% ../nbs/40_kaggle.ipynb #6d8d1241
-MACHINE_SHAPES = ('NvidiaTeslaT4', 'NvidiaTeslaT4Highmem', 'NvidiaL4', 'NvidiaH100')  # 'NvidiaTeslaP100' is retired
-DEFAULT_MACHINE_SHAPE = 'NvidiaTeslaT4'   # two T4s (the kaggle 2.2.5 client: "'NvidiaTeslaT4' for GPU T4 x2"), Kaggle's default, stated
-KERNEL_TITLE, DATASET_TITLE, KERNEL_FILE = 'kaggle-distill', 'kaggle-distill wheel', 'distill.ipynb'
-
-def slugify(title: str) -> str:
-    "Kaggle's slug of a title: lower case, runs of other characters become one '-'."
-    return re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-')
-
-def dataset_metadata(user: str, title: str = DATASET_TITLE) -> dict:
-    "The dataset-metadata.json of the wheel dataset."
-    return {'title': title, 'id': f'{user}/{slugify(title)}', 'licenses': [{'name': 'apache-2.0'}]}
-
-def kernel_metadata(user: str, title: str = KERNEL_TITLE, code_file: str = KERNEL_FILE, dataset_sources=(),
-                    machine_shape: str | None = DEFAULT_MACHINE_SHAPE, internet: bool = True) -> dict:
-    "The kernel-metadata.json of the GPU notebook kernel; its own id is in `kernel_sources` (sessions resume from it)."
-    kid = f'{user}/{slugify(title)}'
-    meta = {'id': kid, 'title': title, 'code_file': code_file, 'language': 'python', 'kernel_type': 'notebook',
-            'is_private': True, 'enable_gpu': True, 'enable_tpu': False, 'enable_internet': internet,
-            'dataset_sources': list(dataset_sources), 'competition_sources': [], 'kernel_sources': [kid], 'model_sources': []}
-    if machine_shape: meta['machine_shape'] = machine_shape
-    return meta
-
-def validate_kernel_metadata(meta: dict, folder) -> list[str]:
-    "Problems that would make `kaggle kernels push` fail or run the wrong thing; empty when fine."
-    errs = []
-    for k in ('id', 'title', 'code_file', 'language', 'kernel_type'):
-        if not meta.get(k): errs.append(f"'{k}' is missing")
-    if meta.get('id') and not re.fullmatch(r'[^/\s]+/[a-z0-9-]+', meta['id']):
-        errs.append(f"id {meta['id']!r} must be 'username/slug' (slug: lower case letters, digits, '-')")
-    if meta.get('id') and meta.get('title') and meta['id'].split('/')[-1] != slugify(meta['title']):
-        errs.append(f"id slug {meta['id'].split('/')[-1]!r} does not match the title's slug {slugify(meta['title'])!r}")
-    if meta.get('code_file') and not (Path(folder) / meta['code_file']).is_file():
-        errs.append(f"code_file {meta['code_file']!r} does not exist in {folder}")
-    if meta.get('machine_shape') == 'NvidiaTeslaP100':
-        errs.append("machine_shape 'NvidiaTeslaP100' is retired: Kaggle runs such a push on its default GPU (NvidiaTeslaT4). "
-                    "Drop machine_shape (a T4), or pick a P100 in the notebook editor")
-    elif meta.get('machine_shape') and meta['machine_shape'] not in MACHINE_SHAPES:
-        errs.append(f"machine_shape {meta['machine_shape']!r} is not one of {', '.join(MACHINE_SHAPES)}")
-    if meta.get('machine_shape', '').startswith('Nvidia') and not meta.get('enable_gpu'):
-        errs.append("machine_shape is a GPU but enable_gpu is false")
-    for k in ('dataset_sources', 'competition_sources', 'kernel_sources', 'model_sources'):
-        if not isinstance(meta.get(k, []), list): errs.append(f"'{k}' must be a list")
-    if meta.get('id') and meta['id'] not in meta.get('kernel_sources', []):
-        errs.append(f"kernel_sources lacks the kernel's own id {meta['id']!r}: the next session would not see this one's checkpoints")
-    return errs
-
 # %% ../nbs/40_kaggle.ipynb #5dfa8577
 SETUP_ESTIMATE_S = {'first': 90 * 60, 'later': 15 * 60}
 GPU_OF_PRESET = {'t4x2': ('T4', 2), 't4': ('T4', 1), 'p100': ('P100', 1)}   # the GPU name a session's hardware must show, and its processes
@@ -413,161 +328,3 @@ def teach_plan(cfg, gpu: str) -> dict:
             'text': f"teach once ({teach_h:.1f} h, ending in session {t_end}), then train from the cache ({train_h:.1f} h): "
                     f"{r_end} session(s) in all, against {online_h:.1f} h of online KD (a modelled estimate: the teacher is "
                     f"{share:.0%} of an online step)"}
-
-# %% ../nbs/40_kaggle.ipynb #79df6948
-PREPARE_MARKER = '.kaggle-distill-prepare.json'    # in --out: what `kaggle prepare` wrote there
-PREPARE_WRITER = 'kaggle-distill kaggle prepare'
-PREPARE_KEEP = 'output'                            # --out/output: `kaggle kernels output` lands here; never touched
-PREPARE_FIX = 'give a new or empty folder with --out <folder> (the default is kaggle_upload)'
-
-def _own_file(f) -> bool:
-    "True for a path prepare writes: relative, inside dataset/ or kernel/, no '..'."
-    from pathlib import PurePosixPath
-    if not isinstance(f, str): return False
-    parts = PurePosixPath(f).parts
-    return len(parts) >= 2 and parts[0] in ('dataset', 'kernel') and '..' not in parts and not f.startswith('/')
-
-def read_prepare_marker(out) -> list[str] | None:
-    "The files an earlier `kaggle prepare` listed in `out`'s marker; None without a marker; `KaggleSetupError` for a marker that is not prepare's."
-    p = Path(out) / PREPARE_MARKER
-    if not p.is_file(): return None
-    try: m = json.loads(p.read_text(encoding='utf-8'))
-    except (OSError, ValueError) as e: m = e
-    if not (isinstance(m, dict) and m.get('written_by') == PREPARE_WRITER and isinstance(m.get('files'), list)
-            and all(map(_own_file, m['files']))):
-        raise KaggleSetupError(f"--out {str(out)!r}: {PREPARE_MARKER} there is not a marker written by kaggle prepare, so "
-                               f"nothing in that folder was changed; {PREPARE_FIX}")
-    return list(m['files'])
-
-def _entries(out: Path) -> list[str]:
-    "Every file (symlinks included) and empty folder under `out` as a relative path, `output/` left out and never read."
-    found = []
-    def fail(e): raise e
-    for root, dirs, files in os.walk(out, onerror=fail):
-        rel = Path(root).relative_to(out)
-        if rel == Path('.'): dirs[:] = [d for d in dirs if d != PREPARE_KEEP]; files = [f for f in files if f != PREPARE_KEEP]
-        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
-        dirs[:] = [d for d in dirs if d not in links]
-        found += [(rel / f).as_posix() for f in [*files, *links]]
-        if not dirs and not files and not links and rel != Path('.'): found.append(rel.as_posix() + '/')
-    return sorted(found)
-
-def _path_problem(p: Path) -> str | None:
-    "Why path `p` cannot be used (a name too long, a symlink loop, no permission, a file where a folder should be); None if fine."
-    try: os.stat(p)
-    except (FileNotFoundError, NotADirectoryError): return None      # absent, or under a file: the caller says which
-    except OSError as e: return e.strerror.lower()
-    return None
-
-def check_prepare_out(out, repo='.') -> list[str]:
-    """Refuse an `out` that `kaggle prepare` may not write into (before anything is built or written); return the
-    files an earlier prepare wrote there, which this one replaces (empty for a new or empty folder)."""
-    out, refuse = Path(out), lambda why: KaggleSetupError(f"--out {str(out)!r} {why}; nothing was changed. {PREPARE_FIX}")
-    if (why := _path_problem(out)) is not None: raise refuse(f'cannot be used ({why})')
-    here = next(p for p in (out, *out.parents) if os.path.lexists(p))     # `out` itself, or its nearest existing parent
-    if not here.is_dir():
-        raise refuse('is a file, not a folder' if here == out else f'is inside {str(here)!r}, which is a file, not a folder')
-    o, r = out.resolve(), Path(repo).resolve()
-    if o == r or o in r.parents:
-        raise refuse(f"is {'the checkout' if o == r else f'a folder holding the checkout {str(r)!r}'}: prepare writes only "
-                     "into a folder of its own")
-    if r in o.parents and '.git' in o.relative_to(r).parts: raise refuse("is inside the checkout's .git folder")
-    if here != out:
-        if not os.access(here, os.W_OK | os.X_OK): raise refuse(f'cannot be created: {str(here)!r} is not writable')
-        return []
-    if not os.access(out, os.R_OK | os.W_OK | os.X_OK): raise refuse('cannot be read and written (permissions)')
-    try: found = _entries(out)
-    except OSError as e: raise refuse(f'cannot be read ({e.strerror.lower()}: {e.filename})') from None
-    if not found: return []
-    listed = read_prepare_marker(out)
-    if listed is None:
-        raise refuse(f"holds files kaggle prepare did not write ({_shown(found)})")
-    foreign = [f for f in found if f != PREPARE_MARKER and f not in listed and f.rstrip('/') not in ('dataset', 'kernel')]
-    if foreign: raise refuse(f"holds files kaggle prepare did not write ({_shown(foreign)}) beside what an earlier prepare wrote")
-    return listed
-
-def _shown(names: list[str], n: int = 4) -> str:
-    return ', '.join(names[:n]) + (f', ... ({len(names)} in all)' if len(names) > n else '')
-
-# %% ../nbs/40_kaggle.ipynb #d2f57d4d
-def _write_marker(out: Path, files) -> None:
-    "Write `out`'s marker listing `files` (relative paths), whole or not at all."
-    tmp = out / f'{PREPARE_MARKER}.{os.getpid()}.tmp'
-    try:
-        tmp.write_text(json.dumps({'written_by': PREPARE_WRITER, 'files': sorted(set(files))}, indent=1), encoding='utf-8')
-        os.replace(tmp, out / PREPARE_MARKER)
-    finally: tmp.unlink(missing_ok=True)
-
-def write_prepared(out, new: dict, old=()) -> None:
-    """Put the built files `new` ({relative path: source file}) into `out`, replacing the files `old` an earlier prepare
-    wrote there and nothing else. The marker first lists both, so a run stopped half-way (a full disk, a kill) leaves
-    only files a rerun recognises and replaces; at the end it lists `new` alone."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmps = {f: f'{f}.{os.getpid()}.tmp' for f in new}
-    _write_marker(out, [*old, *new, *tmps.values()])
-    for f in old:
-        p = out / f
-        if p.is_symlink() or p.is_file(): p.unlink()
-    for f, src in new.items():
-        dst, tmp = out / f, out / tmps[f]
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try: shutil.copyfile(src, tmp); os.replace(tmp, dst)
-        finally: tmp.unlink(missing_ok=True)
-    for d in sorted({(out / f).parent for f in old} - {(out / f).parent for f in new}, reverse=True):
-        if d.is_dir() and not any(d.iterdir()): d.rmdir()                   # a folder only an earlier prepare used
-    _write_marker(out, new)
-
-def kaggle_checkout(repo='.') -> Path:
-    "The root of the kaggle_distill git checkout holding `repo`; `KaggleSetupError` when it is none."
-    try: root = Path(subprocess.run(['git', '-C', str(repo), 'rev-parse', '--show-toplevel'], capture_output=True,
-                                    text=True, check=True).stdout.strip())
-    except (subprocess.CalledProcessError, FileNotFoundError, NotADirectoryError):
-        root = None
-    if root is None or not (root / 'kaggle_kernels' / KERNEL_FILE).is_file() or not (root / 'settings.ini').is_file():
-        raise KaggleSetupError(f"{str(Path(repo).resolve())!r} is not inside a kaggle_distill git checkout: run kaggle prepare "
-                               "from the clone (git clone ...; cd kaggle_distill), so the wheel is built from its code")
-    return root
-
-def prepare_kaggle(user: str, out='kaggle_upload', preset: str | None = None, repo='.') -> str:
-    """Write `out/dataset` (the wheel, dataset-metadata.json) and `out/kernel` (the kernel, kernel-metadata.json); the
-    upload steps. Everything is checked and built before `out` is touched; in `out` only files an earlier prepare wrote
-    are replaced (`check_prepare_out`, `write_prepared`). `out/output`, where the printed `kaggle kernels output`
-    command puts a session's output, is never touched, and read for a measured throughput (`session_estimate`)."""
-    from kaggle_distill.config import load_config
-    if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_-]*', user or ''):
-        raise KaggleSetupError(f"--user {user!r} is not a Kaggle user name (letters, digits, '-', '_'); give yours, "
-                               "e.g. --user jane-doe (it owns the dataset and the kernel)")
-    if preset: load_config(preset)                     # an unknown preset is refused here, before anything is built
-    repo, out = kaggle_checkout(repo), Path(out)
-    version = git_version(repo)
-    old = check_prepare_out(out, repo)
-    nb = json.loads((repo / 'kaggle_kernels' / KERNEL_FILE).read_text())
-    if preset: nb = inject_parameters(nb, preset=preset)
-    dmeta = dataset_metadata(user)
-    kmeta = kernel_metadata(user, dataset_sources=[dmeta['id']])
-    with tempfile.TemporaryDirectory(prefix='kaggle-prepare-') as tmp:
-        ds, kd = Path(tmp) / 'dataset', Path(tmp) / 'kernel'
-        wheel = build_wheel(repo, ds, version)
-        (ds / 'dataset-metadata.json').write_text(json.dumps(dmeta, indent=1))
-        kd.mkdir()
-        (kd / KERNEL_FILE).write_text(json.dumps(nb, indent=1))
-        (kd / 'kernel-metadata.json').write_text(json.dumps(kmeta, indent=1))
-        if errs := validate_kernel_metadata(kmeta, kd): raise KaggleSetupError('; '.join(errs))
-        write_prepared(out, {f'{d.name}/{f.name}': f for d in (ds, kd) for f in sorted(d.iterdir())}, old)
-    ds, kd, wheel = out / 'dataset', out / 'kernel', out / 'dataset' / wheel.name
-    gpus = [preset] if preset in GPU_OF_PRESET else list(GPU_OF_PRESET) if not preset else []
-    est = [line for g in gpus for line in (f"  {g}: " + session_estimate(load_config(g), g, measured_in=out / PREPARE_KEEP)['text'],
-                                            f"  {g}, as the kernel runs it: " + teach_plan(load_config(g), g)['text'])]
-    slug = kmeta['id'].split('/')[1]
-    return '\n'.join([
-        f"wheel: {wheel} (version {wheel.name.split('-')[1]})",
-        f"dataset: {ds}  (id {dmeta['id']})", f"kernel:  {kd}  (id {kmeta['id']}, preset {preset or 'chosen from the GPU'})", '',
-        'Upload, push, follow, fetch (the kaggle CLI, with ~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY):',
-        f"  kaggle datasets create -p {ds}        # the first time; afterwards: kaggle datasets version -p {ds} -m 'code {wheel.name.split('-')[1]}'",
-        f"  kaggle kernels push -p {kd}           # starts a session on two T4s (machine_shape NvidiaTeslaT4); one T4 or a P100 only from the editor",
-        f"  kaggle kernels status {kmeta['id']}",
-        f"  kaggle kernels output {kmeta['id']} -p {out / PREPARE_KEEP}   # report.md, metrics, checkpoints of the latest session",
-        f"Each push runs one session; it resumes from the previous session's output (/kaggle/input/{slug}). "
-        'Push again until the log says finished (exit status 0) instead of paused (3).', '',
-        f"Sessions needed (from a measured throughput when {out / 'output'} holds a session's summary.json, else modelled):", *est])

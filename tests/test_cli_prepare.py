@@ -98,7 +98,7 @@ def test_the_real_kaggle_client_on_the_retired_shape_and_bad_metadata(prepared, 
 
 
 def test_prepare_with_a_preset_pins_it_in_an_injected_parameters_cell(tmp_path):
-    from kaggle_distill.kaggle import prepare_kaggle
+    from kaggle_distill.kaggle_prepare import prepare_kaggle
     text = prepare_kaggle('someone', tmp_path / 'up', preset='p100', repo=REPO)
     nb = json.loads((tmp_path / 'up' / 'kernel' / 'distill.ipynb').read_text())
     [cell] = [c for c in nb['cells'] if 'injected-parameters' in c['metadata'].get('tags', [])]
@@ -109,7 +109,7 @@ def test_prepare_with_a_preset_pins_it_in_an_injected_parameters_cell(tmp_path):
 
 def test_prepare_reads_a_measured_throughput_from_its_output_folder(tmp_path):
     "A second prepare leaves the fetched output (--out/output) as it is and uses the tokens/s a session measured there (main's folder rules hold)."
-    from kaggle_distill.kaggle import prepare_kaggle
+    from kaggle_distill.kaggle_prepare import prepare_kaggle
     out = tmp_path / 'up'
     prepare_kaggle('someone', out, repo=REPO)
     run = out / 'output' / 'run'; run.mkdir(parents=True)                  # what `kaggle kernels output ... -p up/output` fetched

@@ -21,7 +21,8 @@ import torch
 
 from kaggle_distill.assets import corpus_documents
 from kaggle_distill.checkpoint import find_latest
-from kaggle_distill.kaggle import build_wheel, inject_parameters
+from kaggle_distill.kaggle import inject_parameters
+from kaggle_distill.kaggle_prepare import build_wheel
 
 REPO = Path(__file__).resolve().parents[1]
 KERNEL = REPO / 'kaggle_kernels' / 'distill.ipynb'
