@@ -24,7 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def documents(source: str, max_docs: int) -> list[str]:
     "The corpus' documents, through the same readers training uses."
     from itertools import islice
-    from kaggle_distill.data import iter_documents
+    from kaggle_distill.sources import iter_documents
     return list(islice(iter_documents(source), max_docs or None))
 
 

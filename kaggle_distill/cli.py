@@ -133,7 +133,7 @@ def interrupted_message(signal_name: str = 'SIGINT', run_dir=None) -> str:
 def _bad_input_errors() -> tuple:
     "The exceptions that mean the user's input (or disk) is at fault; each module raises them where the input enters."
     from kaggle_distill.assets import AssetMissing
-    from kaggle_distill.data import DataError
+    from kaggle_distill.sources import DataError
     from kaggle_distill.files import DiskFull
     from kaggle_distill.kaggle import KaggleSetupError
     return (ConfigError, DataError, AssetMissing, DiskFull, KaggleSetupError)

@@ -243,7 +243,7 @@ def teach(cfg: Config, progress: bool = True) -> dict:
 
 def _teach_checked(cfg: Config, progress: bool, t_session: float) -> dict:
     from kaggle_distill.session import RunLock
-    from kaggle_distill.data import check_source
+    from kaggle_distill.sources import check_source
     from kaggle_distill.distributed import is_main, main_lock, resolve_device, world_size
     from kaggle_distill.models import check_models_config
     from kaggle_distill.rundir import check_models_available, check_run_dir

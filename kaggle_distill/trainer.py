@@ -324,7 +324,7 @@ def _train_checked(cfg: Config, progress: bool, t_session: float) -> dict:
     check_models_config(cfg)
     check_run_dir(cfg)
     check_models_available(cfg)
-    from kaggle_distill.data import check_source
+    from kaggle_distill.sources import check_source
     check_source(cfg.data.source, cfg.data.text_column)
     resume_point(cfg, warn=False)                      # before any model loads: refuses another run's checkpoint (the locked call warns)
     resolve_device(cfg.train.device); resolve_device(cfg.train.teacher_device) if cfg.train.teacher_device != 'auto' else None
