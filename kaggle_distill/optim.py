@@ -12,7 +12,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['param_groups', 'make_optimizer', 'TrainState', 'early_stop_update', 'lm_loss', 'EMA']
+__all__ = ['param_groups', 'make_optimizer', 'TrainState', 'early_stop_update', 'next_token_targets', 'lm_loss', 'EMA']
 
 # %% ../nbs/17_optim.ipynb #521f5dbf
 def param_groups(student: nn.Module, extra: dict[str, nn.Module], tc) -> list[dict]:
@@ -64,11 +64,14 @@ def early_stop_update(st: TrainState, bpb: float, step: int, tc) -> bool:
     return tc.patience > 0 and step >= tc.early_stop_after * tc.steps and st.bad_evals >= tc.patience
 
 # %% ../nbs/17_optim.ipynb #be1c00ac
+def next_token_targets(ids: Tensor, mask: Tensor) -> Tensor:
+    "The LM target of every position, `[B, L]`: position t predicts `ids[t + 1]`; -100 (none) at padding and the last position."
+    return torch.cat([ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100), ids.new_full((len(ids), 1), -100)], 1)
+
 def lm_loss(logits: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
-    """Mean next-token cross entropy over real (unpadded) targets, computed in float32. Position t predicts `ids[t + 1]`;
-    the targets are shifted, not the logits, so the logits are read in place (`logits[:, :-1]` would be copied whole)."""
-    target = torch.cat([ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100), ids.new_full((len(ids), 1), -100)], 1)
-    return F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=-100)
+    """Mean next-token cross entropy over real (unpadded) targets, computed in float32. The targets are shifted
+    (`next_token_targets`), not the logits, so the logits are read in place (`logits[:, :-1]` would be copied whole)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), next_token_targets(ids, mask).flatten(), ignore_index=-100)
 
 # %% ../nbs/17_optim.ipynb #e086b100
 class EMA:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from .optim import next_token_targets
 
 # %% auto #0
 __all__ = ['CACHEABLE_METHODS', 'HIDDEN_STATE_TERMS', 'TargetSpace', 'partition_space', 'shared_space', 'target_probs',
@@ -256,7 +257,7 @@ def lm_and_stored_kd(logits: Tensor, s_ids: Tensor, s_mask: Tensor, at: tuple[Te
                      space: TargetSpace, chunk: int | None = None) -> tuple[Tensor, Tensor]:
     "(LM loss, KD loss) of `lm_loss` and `sparse_kl_rows(...).mean()` at T = 1 without the split, from one pass over the logits."
     if space.rest >= 0 or not space.full: raise ValueError("lm_and_stored_kd reads targets over the whole student vocabulary (retok, same_tokenizer)")
-    lm_t = torch.cat([s_ids[:, 1:].masked_fill(s_mask[:, 1:] == 0, -100), s_ids.new_full((len(s_ids), 1), -100)], 1)
+    lm_t = next_token_targets(s_ids, s_mask)                      # the targets `lm_loss` uses: one place decides them
     return _LMStoredKD.apply(logits, lm_t, at[0], at[1], target.ids, target.w, target.negent, space.s_ptr, space.s_tok, space.n_s,
                              chunk or row_chunk(space.n_s, logits.device))
 
